@@ -1,0 +1,380 @@
+#include "agent/app.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+#include "agent/config.h"
+#include "agent/logging.h"
+#include "agent/sensor_spec.h"
+#include "agent/supervisor.h"
+#include "agent/version.h"
+#include "platform/image_reference.h"
+#include "platform/registry_auth.h"
+#include "platform/secrets.h"
+#include "runtime/detect.h"
+#include "runtime/docker/docker_runtime.h"
+
+extern char** environ;
+
+namespace qcs::agent {
+
+namespace {
+
+std::map<std::string, std::string> processEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    std::string entry(*e);
+    auto eq = entry.find('=');
+    if (eq != std::string::npos) env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  return env;
+}
+
+std::optional<std::string> getEnv(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  return v ? std::optional<std::string>(v) : std::nullopt;
+}
+
+Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::string& key, const SecretRef& ref) {
+  if (ref.source == "env") return platform::makeEnvSecret(ref.name, getEnv);
+  if (ref.source == "file") return platform::makeFileSecret(ref.path);
+  return makeError(ErrorCode::kInvalidArgument,
+                   key + ".source: \"" + ref.source + "\" is not available in this build (use env or file)");
+}
+
+Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const Config& config) {
+  const auto& auth = config.registryAuth;
+  if (auth.kind == "none") return platform::makeNoAuth();
+  if (auth.kind == "basic") {
+    auto password = makeSecretSource("registry_auth.password", auth.password);
+    if (!password) return password.error();
+    return platform::makeBasicAuth(auth.username, std::move(password.value()));
+  }
+  if (auth.kind == "docker-config") return platform::makeDockerConfigAuth(auth.dockerConfig);
+  if (auth.kind == "auto") {
+    // Without cloud credentials (ECR/ACR/GCR), "auto" means anonymous pulls.
+    auto ref = platform::parseImageReference(config.sensor.image);
+    if (ref) {
+      const std::string& host = ref->registry;
+      auto endsWith = [&](const std::string& suffix) {
+        return host.size() >= suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0;
+      };
+      if (host.find(".dkr.ecr.") != std::string::npos || endsWith(".azurecr.io") || endsWith("gcr.io") ||
+          endsWith(".pkg.dev")) {
+        return makeError(ErrorCode::kInvalidArgument,
+                         "registry_auth.kind: auto picked cloud registry auth for " + host +
+                             ", which this build does not provide yet (use basic or docker-config)");
+      }
+    }
+    return platform::makeNoAuth();
+  }
+  return makeError(ErrorCode::kInvalidArgument, "registry_auth.kind: \"" + auth.kind +
+                                                    "\" is not available in this build (use none, auto, basic or "
+                                                    "docker-config)");
+}
+
+// Reads both IDs and checks their format. Errors name the key and source, never the value.
+Result<SensorSecrets> readSensorSecrets(platform::SecretSource& activation, platform::SecretSource& customer) {
+  SensorSecrets secrets;
+  struct Item {
+    const char* key;
+    platform::SecretSource& source;
+    std::string& out;
+  };
+  for (Item item : {Item{"secrets.activation_id", activation, secrets.activationId},
+                    Item{"secrets.customer_id", customer, secrets.customerId}}) {
+    auto value = item.source.read();
+    if (!value) return withContext(value.error(), std::string(item.key) + " (" + item.source.describe() + ")");
+    if (!platform::isUuid(value.value())) {
+      return makeError(ErrorCode::kInvalidArgument, std::string(item.key) + " (" + item.source.describe() +
+                                                        "): the value is not a UUID (expected 8-4-4-4-12 hex "
+                                                        "digits as shown in the Qualys portal)");
+    }
+    item.out = std::move(value.value());
+  }
+  return secrets;
+}
+
+std::string stripHostRoot(const std::string& hostRoot, const std::string& path) {
+  if (hostRoot.empty() || hostRoot == "/") return path;
+  std::string root = hostRoot.back() == '/' ? hostRoot.substr(0, hostRoot.size() - 1) : hostRoot;
+  if (path.rfind(root + "/", 0) == 0) return path.substr(root.size());
+  return path;
+}
+
+runtime::DetectOptions detectOptions(const Config& config) {
+  runtime::DetectOptions options;
+  options.kind = config.runtime.kind;
+  options.endpoint = config.runtime.endpoint;
+  options.hostRoot = config.runtime.hostRoot;
+  options.dockerHost = getEnv("DOCKER_HOST");
+  return options;
+}
+
+// Finds the runtime per SPEC and opens it; on failure says what each candidate was.
+class DetectingConnector final : public RuntimeConnector {
+ public:
+  explicit DetectingConnector(runtime::DetectOptions options) : options_(std::move(options)) {}
+
+  Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
+    auto detection = runtime::detectRuntime(options_, runtime::defaultProbe());
+    if (!detection.chosen) {
+      return makeError(ErrorCode::kUnavailable, "no container runtime answered:\n" + runtime::describeDetection(detection));
+    }
+    const auto& chosen = *detection.chosen;
+    if (chosen.kind != "docker") {
+      return makeError(ErrorCode::kUnavailable, chosen.kind + " at " + chosen.path + " answered, but this build drives Docker only");
+    }
+    return runtime::docker::connectDocker(chosen.path, options_.timeout);
+  }
+
+ private:
+  runtime::DetectOptions options_;
+};
+
+class ConfigSpecSource final : public DesiredSpecSource {
+ public:
+  ConfigSpecSource(const Config& config, std::unique_ptr<platform::SecretSource> activation,
+                   std::unique_ptr<platform::SecretSource> customer, std::shared_ptr<SecretRedactor> redactor)
+      : config_(config), activation_(std::move(activation)), customer_(std::move(customer)), redactor_(std::move(redactor)) {}
+
+  Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& info) override {
+    auto secrets = readSensorSecrets(*activation_, *customer_);
+    if (!secrets) return secrets.error();
+    redactor_->add(secrets->activationId);
+    redactor_->add(secrets->customerId);
+    SpecContext context;
+    context.runtimeKind = info.kind;
+    context.runtimeSocketHost = stripHostRoot(config_.runtime.hostRoot, info.endpoint);
+    context.agentVersion = agentVersion();
+    std::string hostRoot = config_.runtime.hostRoot;
+    context.hostPathExists = [hostRoot](const std::string& p) { return hostPathExistsUnder(hostRoot, p); };
+    return buildSensorSpec(config_, secrets.value(), context);
+  }
+
+ private:
+  const Config& config_;
+  std::unique_ptr<platform::SecretSource> activation_;
+  std::unique_ptr<platform::SecretSource> customer_;
+  std::shared_ptr<SecretRedactor> redactor_;
+};
+
+struct CommonOptions {
+  std::string configPath = "/etc/qcs-agent/agent.yaml";
+  std::vector<std::string> sets;
+  std::string runtimeKind, endpoint, hostRoot, image, pullPolicy, logLevel, logFormat, listen;
+};
+
+void addCommonOptions(CLI::App& app, CommonOptions& o) {
+  app.add_option("-c,--config", o.configPath, "Configuration file")->capture_default_str();
+  app.add_option("--set", o.sets, "Override a configuration key: --set sensor.pull_policy=always (repeatable)");
+  app.add_option("--runtime", o.runtimeKind, "runtime.kind: auto | docker | containerd");
+  app.add_option("--endpoint", o.endpoint, "runtime.endpoint: the runtime socket (default: detect)");
+  app.add_option("--host-root", o.hostRoot, "runtime.host_root: where the host's / is mounted (/host in a pod)");
+  app.add_option("--image", o.image, "sensor.image");
+  app.add_option("--pull-policy", o.pullPolicy, "sensor.pull_policy: always | if-not-present | never");
+  app.add_option("--log-level", o.logLevel, "logging.level: trace | debug | info | warn | error");
+  app.add_option("--log-format", o.logFormat, "logging.format: text | json");
+  app.add_option("--listen", o.listen, "http.listen: address:port of the HTTP endpoints");
+}
+
+Result<Config> loadFromOptions(const CommonOptions& o, bool configExplicit, std::vector<std::string>& warnings) {
+  LoadOptions load;
+  load.path = o.configPath;
+  load.pathExplicit = configExplicit;
+  load.environment = processEnvironment();
+  for (const auto& set : o.sets) {
+    auto eq = set.find('=');
+    if (eq == std::string::npos) {
+      return makeError(ErrorCode::kInvalidArgument, "--set " + set + ": expected key=value");
+    }
+    load.overrides.emplace_back(set.substr(0, eq), set.substr(eq + 1));
+  }
+  auto flag = [&](const std::string& key, const std::string& value) {
+    if (!value.empty()) load.overrides.emplace_back(key, value);
+  };
+  flag("runtime.kind", o.runtimeKind);
+  flag("runtime.endpoint", o.endpoint);
+  flag("runtime.host_root", o.hostRoot);
+  flag("sensor.image", o.image);
+  flag("sensor.pull_policy", o.pullPolicy);
+  flag("logging.level", o.logLevel);
+  flag("logging.format", o.logFormat);
+  flag("http.listen", o.listen);
+  return loadConfig(load, &warnings);
+}
+
+int configError(const std::string& message) {
+  std::cerr << "qcs-agent: configuration error (exit 78, no container was touched):\n" << message << "\n";
+  return kExitConfig;
+}
+
+// Blocks the stop signals in every thread and turns them into requestStop() on a thread of
+// their own, so that no work happens in a signal handler.
+class SignalThread {
+ public:
+  explicit SignalThread(std::function<void(int)> onSignal) : onSignal_(std::move(onSignal)) {
+    sigemptyset(&set_);
+    sigaddset(&set_, SIGTERM);
+    sigaddset(&set_, SIGINT);
+    sigaddset(&set_, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&set_, &sig) != 0) continue;
+        if (sig == SIGUSR1) return;  // our own "quit"
+        onSignal_(sig);
+      }
+    });
+  }
+  ~SignalThread() {
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+  }
+
+ private:
+  sigset_t set_;
+  std::function<void(int)> onSignal_;
+  std::thread thread_;
+};
+
+int commandRun(const Config& config) {
+  auto redactor = std::make_shared<SecretRedactor>();
+  if (auto st = setupLogging(config.logging.level, config.logging.format, redactor); !st) return configError(st.message());
+
+  auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId);
+  if (!activation) return configError(activation.message());
+  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId);
+  if (!customer) return configError(customer.message());
+  // The IDs must be readable before anything touches a container.
+  if (auto secrets = readSensorSecrets(*activation.value(), *customer.value()); !secrets) {
+    return configError(secrets.message());
+  }
+  auto registryAuth = makeRegistryAuth(config);
+  if (!registryAuth) return configError(registryAuth.message());
+  if (config.runtime.kind == "containerd") {
+    return configError("runtime.kind: containerd is not supported by this build yet (use docker or auto)");
+  }
+
+  spdlog::info("qcs-agent {} ({}) starting; sensor {} from {}", agentVersion(), agentRevision(), config.sensor.name,
+               config.sensor.image);
+  SystemClock clock;
+  SystemRandom random;
+  DetectingConnector connector(detectOptions(config));
+  ConfigSpecSource specSource(config, std::move(activation.value()), std::move(customer.value()), redactor);
+
+  SupervisorOptions options;
+  options.sensorName = config.sensor.name;
+  options.pullPolicy = config.sensor.pullPolicy;
+  const auto& b = config.supervision.backoff;
+  options.backoff = BackoffPolicy{b.initial, b.max, b.multiplier, b.jitter, b.resetAfter};
+  options.reconcileInterval = config.supervision.reconcileInterval;
+  options.stopSensorOnShutdown = config.supervision.onStop == "stop";
+  options.stopTimeout = std::chrono::duration_cast<std::chrono::seconds>(config.supervision.stopTimeout);
+  Supervisor supervisor(connector, specSource, *registryAuth.value(), clock, random, options);
+
+  {
+    SignalThread signals([&](int sig) {
+      spdlog::info("received {}; stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      supervisor.requestStop();
+    });
+    supervisor.run();
+  }
+  supervisor.shutdown();
+  spdlog::info("qcs-agent stopped");
+  return kExitOk;
+}
+
+int commandRender(const Config& config) {
+  std::cout << "# qcs-agent " << agentVersion() << ": effective configuration\n" << renderConfigYaml(config);
+
+  // The runtime decides the derived flags and the socket mount; detection only reads.
+  auto detection = runtime::detectRuntime(detectOptions(config), runtime::defaultProbe());
+  runtime::RuntimeInfo info;
+  if (detection.chosen) {
+    info.kind = detection.chosen->kind;
+    info.endpoint = detection.chosen->path;
+  } else {
+    info.kind = config.runtime.kind == "containerd" ? "containerd" : "docker";
+    std::cerr << "qcs-agent render: no runtime answered; rendering for " << info.kind << " without a socket mount\n"
+              << runtime::describeDetection(detection) << "\n";
+  }
+
+  auto redactor = std::make_shared<SecretRedactor>();
+  auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId);
+  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId);
+  if (!activation) return configError(activation.message());
+  if (!customer) return configError(customer.message());
+  // Rendering works without readable secrets; the hash then covers placeholders and says so.
+  bool secretsResolved = true;
+  auto secrets = readSensorSecrets(*activation.value(), *customer.value());
+  SensorSecrets values;
+  if (secrets) {
+    values = secrets.value();
+  } else {
+    secretsResolved = false;
+    std::cerr << "qcs-agent render: " << secrets.message() << "\n";
+  }
+  SpecContext context;
+  context.runtimeKind = info.kind;
+  context.runtimeSocketHost = info.endpoint.empty() ? "" : stripHostRoot(config.runtime.hostRoot, info.endpoint);
+  context.agentVersion = agentVersion();
+  context.hostPathExists = [&](const std::string& p) { return hostPathExistsUnder(config.runtime.hostRoot, p); };
+  auto spec = buildSensorSpec(config, values, context);
+  if (!spec) return configError(spec.message());
+  nlohmann::json out = specToJson(spec.value(), /*redactSecrets=*/true);
+  if (!secretsResolved) out["labels"][kLabelSpecHash] = "<unknown: secrets not readable>";
+  std::cout << "---\n# container spec for " << info.kind
+            << (info.endpoint.empty() ? "" : " at " + info.endpoint) << " (secrets redacted)\n"
+            << out.dump(2) << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int runMain(int argc, char** argv) {
+  CLI::App app{"qcs-agent: runs and supervises the Qualys Container Security sensor on this node", "qcs-agent"};
+  app.require_subcommand(0, 1);
+  app.fallthrough();
+  CommonOptions common;
+  addCommonOptions(app, common);
+  auto* run = app.add_subcommand("run", "Supervise the sensor (the default command)");
+  auto* render = app.add_subcommand("render", "Print the effective configuration and the exact container spec");
+  auto* version = app.add_subcommand("version", "Print the version and exit");
+  for (auto* sub : {run, render, version}) sub->fallthrough();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (version->parsed()) {
+    std::cout << "qcs-agent " << agentVersion() << " (revision " << agentRevision() << ")\n";
+    return kExitOk;
+  }
+
+  try {
+    std::vector<std::string> warnings;
+    bool configExplicit = app.get_option("--config")->count() > 0;
+    auto config = loadFromOptions(common, configExplicit, warnings);
+    if (!config) return configError(config.message());
+    for (const auto& w : warnings) std::cerr << "qcs-agent: warning: " << w << "\n";
+    if (render->parsed()) return commandRender(config.value());
+    return commandRun(config.value());
+  } catch (const std::exception& e) {
+    std::cerr << "qcs-agent: fatal: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}
+
+}  // namespace qcs::agent

@@ -1,0 +1,185 @@
+// Supervisor: keeps exactly one sensor container running with the desired spec.
+//
+// It is driven by runtime events (posted from the event watcher's thread) and by timers (the
+// periodic reconcile, restart backoff, runtime reconnect). All decisions happen in step(), on one
+// thread, against the ContainerRuntime interface and an injected Clock, so the unit tests drive
+// it with a fake runtime and simulated time. run() is the production loop around step(): it
+// sleeps on a condition variable until the next deadline or the next event; it never polls.
+//
+// What it does on each reconcile (SPEC "Supervision"):
+// - the sensor is running with the desired spec hash: adopt it (no restart, no duplicate);
+// - it runs with another spec hash: replace it (reason drift);
+// - it exited: restart it in place after the backoff delay (reason exit or oom; exit 24 is
+//   recoverable, other codes 1..127 irrecoverable and wait the maximum each time);
+// - it is missing: pull per policy, create and start (reason missing if it existed before);
+// - other containers carrying the managed label are stray copies: remove them;
+// - a container with the sensor's name that the agent did not create is never touched: the
+//   supervisor reports the conflict and waits for the operator.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "agent/backoff.h"
+#include "common/clock.h"
+#include "common/random.h"
+#include "common/result.h"
+#include "platform/registry_auth.h"
+#include "runtime/container_runtime.h"
+
+namespace qcs::agent {
+
+enum class SensorState {
+  kPending,      // not reconciled yet
+  kPulling,      // pulling the image
+  kStarting,     // creating/starting the container
+  kRunning,      // running with the desired spec
+  kBackoff,      // exited or failed to start; waiting to retry
+  kFailed,       // exited irrecoverably; waiting the maximum delay to retry
+  kBlocked,      // cannot proceed without the operator (name conflict, secrets unreadable)
+  kRuntimeDown,  // the runtime is unreachable
+  kStopped,      // the agent stopped it on shutdown (on_stop: stop)
+};
+const char* sensorStateName(SensorState state);
+inline constexpr SensorState kAllSensorStates[] = {
+    SensorState::kPending, SensorState::kPulling, SensorState::kStarting,    SensorState::kRunning, SensorState::kBackoff,
+    SensorState::kFailed,  SensorState::kBlocked, SensorState::kRuntimeDown, SensorState::kStopped};
+
+enum class RestartReason { kExit, kOom, kMissing, kDrift, kUnhealthy, kRuntime };
+const char* restartReasonName(RestartReason reason);
+
+struct SupervisorStatus {
+  std::string runtimeKind;
+  std::string runtimeEndpoint;
+  std::string runtimeVersion;
+  bool runtimeUp = false;
+  SensorState state = SensorState::kPending;
+  std::string containerId;
+  std::string image;
+  std::string imageId;
+  std::string specHash;
+  std::map<RestartReason, uint64_t> restarts;
+  std::optional<int> lastExitCode;
+  bool lastExitOom = false;
+  std::optional<WallTime> sensorStartedAt;
+  uint64_t oomKills = 0;
+  double backoffSeconds = 0;  // the delay currently being waited, 0 when none
+  uint64_t pullsSucceeded = 0;
+  uint64_t pullsFailed = 0;
+  double lastPullSeconds = 0;
+  uint64_t strayRemoved = 0;
+  uint64_t reconciles = 0;
+  bool firstReconcileDone = false;
+  std::string lastError;  // never holds a secret
+};
+
+// Opens the runtime; called again while it fails. Detection lives behind it.
+class RuntimeConnector {
+ public:
+  virtual ~RuntimeConnector() = default;
+  virtual Result<std::unique_ptr<runtime::ContainerRuntime>> connect() = 0;
+};
+
+// The spec the sensor should run with; re-evaluated on every reconcile so that changed secrets
+// are noticed. The spec's labels carry its hash.
+class DesiredSpecSource {
+ public:
+  virtual ~DesiredSpecSource() = default;
+  virtual Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& runtime) = 0;
+};
+
+struct SupervisorOptions {
+  std::string sensorName = "qualys-container-sensor";
+  std::string pullPolicy = "if-not-present";
+  BackoffPolicy backoff;
+  std::chrono::milliseconds reconcileInterval{30000};
+  bool stopSensorOnShutdown = false;
+  std::chrono::seconds stopTimeout{30};
+  int crashLogLines = 30;
+  std::chrono::milliseconds reconnectInitial{500};
+  std::chrono::milliseconds reconnectMax{30000};
+};
+
+class Supervisor {
+ public:
+  Supervisor(RuntimeConnector& connector, DesiredSpecSource& specSource, platform::RegistryAuthProvider& registryAuth,
+             Clock& clock, Random& random, SupervisorOptions options);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  // Thread-safe: queue a runtime event and wake the loop.
+  void post(const runtime::RuntimeEvent& event);
+  // Thread-safe: make run() return after the current step.
+  void requestStop();
+
+  // Does whatever is due now and returns when the next thing is due.
+  SteadyTime step();
+  // The production loop: step(), sleep until the deadline or an event, until requestStop().
+  void run();
+  // Ends supervision: stops the event watcher and, with on_stop: stop, the sensor.
+  void shutdown();
+
+  SupervisorStatus status() const;
+
+ private:
+  bool ensureRuntime(SteadyTime now);
+  void markRuntimeDown(const Error& error, SteadyTime now);
+  void reconcile(SteadyTime now);
+  void handleExisting(const runtime::ContainerInfo& sensor, const runtime::ContainerSpec& desired, SteadyTime now);
+  void handleExit(const runtime::ContainerInfo& sensor, SteadyTime now);
+  void handleMissing(const runtime::ContainerSpec& desired, SteadyTime now);
+  Status ensureImage(const std::string& image);
+  void onStarted(const std::string& id, SteadyTime now);
+  void scheduleRetry(const Error& error, SteadyTime now);
+  void copyCrashLog(const std::string& id);
+  void setState(SensorState state);
+  void setError(const std::string& message, const std::string& retryNote = "");
+  bool handleRuntimeError(const Error& error, SteadyTime now);
+  SteadyTime nextDeadline() const;
+
+  template <typename Fn>
+  void updateStatus(Fn&& fn) {
+    std::lock_guard lock(mu_);
+    fn(status_);
+  }
+
+  RuntimeConnector& connector_;
+  DesiredSpecSource& specSource_;
+  platform::RegistryAuthProvider& registryAuth_;
+  Clock& clock_;
+  SupervisorOptions options_;
+  RestartBackoff backoff_;
+
+  std::unique_ptr<runtime::ContainerRuntime> runtime_;
+  std::unique_ptr<runtime::EventWatcher> watcher_;
+
+  // Supervisor-thread state.
+  bool runtimeUp_ = false;
+  bool runtimeWasDown_ = false;  // the next exit found is blamed on the runtime, not the sensor
+  int reconnectFailures_ = 0;
+  SteadyTime reconnectAt_{};
+  SteadyTime nextReconcileAt_{};
+  std::optional<SteadyTime> restartAt_;
+  bool reconcileRequested_ = true;
+  std::string currentId_;
+  std::string lastHandledExit_;
+  std::optional<RestartReason> pendingReason_;
+  std::set<std::string> oomSeen_;
+  std::string lastLoggedError_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<runtime::RuntimeEvent> events_;
+  bool stopRequested_ = false;
+  SupervisorStatus status_;
+};
+
+}  // namespace qcs::agent

@@ -1,0 +1,8 @@
+#include "agent/version.h"
+
+namespace qcs::agent {
+
+const char* agentVersion() { return QCS_VERSION; }
+const char* agentRevision() { return QCS_REVISION; }
+
+}  // namespace qcs::agent

@@ -1,0 +1,19 @@
+// Small encodings shared by every module: hex SHA-256, base64 (standard and URL-safe).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace qcs {
+
+std::string sha256Hex(std::string_view data);
+std::string base64Encode(std::string_view data);
+std::string base64UrlEncode(std::string_view data);
+Result<std::string> base64Decode(std::string_view text);
+
+// Trims ASCII whitespace at both ends.
+std::string_view trim(std::string_view text);
+
+}  // namespace qcs

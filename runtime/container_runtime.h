@@ -1,0 +1,164 @@
+// ContainerRuntime: what the supervisor needs from a container engine, and nothing more.
+//
+// Contract:
+// - Every call is synchronous, bounded by the implementation's own timeouts, and safe to call
+//   from the supervisor thread while an EventWatcher runs on another thread.
+// - Failures come back as Result errors whose message names the runtime, the endpoint and what
+//   to do; kUnavailable/kTimeout mean "the runtime is gone or not answering" (retry later),
+//   kNotFound means the object does not exist.
+// - Implementations never log secret values: ContainerSpec env entries marked secret are sent to
+//   the runtime and nowhere else.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace qcs::runtime {
+
+struct EnvVar {
+  std::string name;
+  std::string value;
+  bool secret = false;  // value must never leave the runtime call (logs, render, status)
+};
+
+struct Mount {
+  std::string source;  // path on the host, as the runtime daemon sees it
+  std::string target;  // path inside the container
+  bool readOnly = false;
+};
+
+struct Resources {
+  int64_t cpuRequestMilli = 0;     // 250 == 250m == a quarter of a core
+  int64_t cpuLimitMilli = 0;       // 0 = no limit
+  int64_t memoryRequestBytes = 0;  // 0 = none
+  int64_t memoryLimitBytes = 0;    // 0 = no limit
+};
+
+struct LogConfig {
+  std::string driver;  // empty = runtime default
+  std::map<std::string, std::string> options;
+};
+
+// The complete, runtime-neutral description of the sensor container. The spec hash is computed
+// over exactly this structure, so anything that changes what runs must live here.
+struct ContainerSpec {
+  std::string name;
+  std::string image;
+  std::vector<std::string> args;
+  std::vector<EnvVar> env;
+  std::vector<Mount> mounts;
+  std::vector<std::string> capAdd;
+  bool privileged = false;
+  bool hostNetwork = true;
+  Resources resources;
+  std::map<std::string, std::string> labels;
+  LogConfig log;
+};
+
+enum class ContainerState { kCreated, kRunning, kPaused, kRestarting, kExited, kDead, kRemoving, kUnknown };
+const char* containerStateName(ContainerState state);
+
+struct ContainerInfo {
+  std::string id;
+  std::string name;  // without Docker's leading '/'
+  std::string image;     // the reference it was created from
+  std::string imageId;   // content id / digest of the image
+  std::map<std::string, std::string> labels;
+  ContainerState state = ContainerState::kUnknown;
+  int exitCode = 0;
+  bool oomKilled = false;
+  std::string startedAt;   // RFC 3339 as the runtime reports it ("" if never)
+  std::string finishedAt;  // RFC 3339 as the runtime reports it ("" if never)
+  std::optional<std::chrono::system_clock::time_point> startedAtTime;
+};
+
+struct RegistryCredentials {
+  std::string username;
+  std::string password;       // secret
+  std::string identityToken;  // secret (Docker's "identitytoken" / refresh token)
+  std::string serverAddress;
+};
+
+struct PullProgress {
+  std::string status;  // "Downloading", "Pull complete", ...
+  std::string layer;   // layer id, if the line is about one
+};
+using PullProgressFn = std::function<void(const PullProgress&)>;
+
+struct RuntimeInfo {
+  std::string kind;        // "docker" | "containerd"
+  std::string endpoint;    // the socket path in use
+  std::string version;     // the daemon's version
+  std::string apiVersion;  // the API version negotiated (Docker)
+};
+
+struct RuntimeEvent {
+  enum class Kind {
+    kContainerStarted,
+    kContainerExited,   // die / task exit
+    kContainerOom,      // the kernel OOM-killed a process of the container
+    kContainerRemoved,  // destroy / container delete
+    kStreamConnected,   // the event stream is (re)established: reconcile fully now
+    kStreamLost,        // the event stream broke: the runtime may be gone
+  };
+  Kind kind;
+  std::string containerId;
+  std::optional<int> exitCode;
+  std::string detail;  // e.g. why the stream was lost
+};
+using RuntimeEventFn = std::function<void(const RuntimeEvent&)>;
+
+// A background subscription to the runtime's event stream. It reconnects by itself (with its own
+// capped backoff) and reports connection changes as kStreamConnected/kStreamLost events. The
+// callback runs on the watcher's thread. Destroying the watcher stops it promptly.
+class EventWatcher {
+ public:
+  virtual ~EventWatcher() = default;
+};
+
+class ContainerRuntime {
+ public:
+  virtual ~ContainerRuntime() = default;
+
+  virtual const RuntimeInfo& info() const = 0;
+
+  // A real round trip to the daemon (Docker /_ping, containerd Version).
+  virtual Status ping() = 0;
+
+  // Every container (running or not) carrying all the given labels.
+  virtual Result<std::vector<ContainerInfo>> listContainers(const std::map<std::string, std::string>& labels) = 0;
+  // The container with this name or id; kNotFound if there is none.
+  virtual Result<ContainerInfo> inspectContainer(const std::string& nameOrId) = 0;
+
+  // Whether the image is present locally.
+  virtual Result<bool> imagePresent(const std::string& reference) = 0;
+  // Pulls the image; credentials may be empty (anonymous). Errors carry the registry's message.
+  virtual Status pullImage(const std::string& reference, const std::optional<RegistryCredentials>& credentials,
+                           const PullProgressFn& progress) = 0;
+  // The local image id/digest for a reference ("" if unknown).
+  virtual Result<std::string> imageId(const std::string& reference) = 0;
+
+  // Creates the container (not started) and returns its id.
+  virtual Result<std::string> createContainer(const ContainerSpec& spec) = 0;
+  virtual Status startContainer(const std::string& id) = 0;
+  virtual Status stopContainer(const std::string& id, std::chrono::seconds grace) = 0;
+  // Removes the container, killing it first when force is set. kNotFound if already gone.
+  virtual Status removeContainer(const std::string& id, bool force) = 0;
+
+  // The last `lines` lines of the container's stdout and stderr, oldest first.
+  virtual Result<std::vector<std::string>> logTail(const std::string& id, int lines) = 0;
+
+  // Subscribes to container events for containers carrying all the given labels.
+  virtual std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
+                                                    RuntimeEventFn onEvent) = 0;
+};
+
+}  // namespace qcs::runtime

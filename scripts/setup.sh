@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qcs-agent needs to build, test and run locally. Idempotent: only
+# missing packages are installed. Needs root (apt-get).
+set -euo pipefail
+
+packages=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  libcurl4-openssl-dev libssl-dev libboost-dev libspdlog-dev libfmt-dev libyaml-cpp-dev
+  nlohmann-json3-dev libcli11-dev libsystemd-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # the real things the tests run against
+  docker.io containerd runc busybox-static docker-registry apache2-utils curl iproute2 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: missing packages: ${missing[*]}" >&2
+  echo "setup: run as root (sudo $0) to install them" >&2
+  exit 1
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

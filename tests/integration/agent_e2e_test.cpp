@@ -1,0 +1,410 @@
+// The qcs-agent binary supervising the stand-in sensor on a real dockerd: every fault of the
+// foundation issue, observed through `docker inspect` and the agent's own exit codes and logs.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <set>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "harness/harness.h"
+
+namespace qcs::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+constexpr const char* kActivationId = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+constexpr const char* kCustomerId = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+constexpr const char* kSensorName = "qcs-e2e-sensor";
+
+class AgentE2ETest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dockerd_ = Dockerd::start();
+    ASSERT_NE(dockerd_, nullptr) << "dockerd did not start";
+    auto image = buildStandinImage(*dockerd_);
+    ASSERT_TRUE(image.ok()) << image.message();
+    ASSERT_TRUE(writeFile(dir_.file("customer-id"), std::string(kCustomerId) + "\n", 0600));
+    ::mkdir(dir_.file("control").c_str(), 0755);
+    setControl("run");
+  }
+
+  void TearDown() override {
+    agent_.reset();
+    dockerd_.reset();
+  }
+
+  // The stand-in reads this at each start: "<mode> [code] [after]".
+  void setControl(const std::string& line) { ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n")); }
+
+  std::string config(const std::string& extraSensor = "", const std::string& extraTop = "",
+                     const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never") {
+    std::ostringstream c;
+    c << "runtime:\n  kind: docker\n  endpoint: " << dockerd_->socketPath() << "\n"
+      << "sensor:\n  image: " << image << "\n  pull_policy: " << pullPolicy << "\n  name: " << kSensorName << "\n"
+      << "  resources: {cpu_request: 100m, cpu_limit: 500m, memory_request: 16Mi, memory_limit: 64Mi}\n"
+      << "  env: {STANDIN_LOG_INTERVAL: \"1\"}\n"
+      << "  extra_mounts:\n  - {source: " << dir_.file("control") << ", target: /standin, read_only: true}\n"
+      << extraSensor
+      << "secrets:\n  activation_id: {source: env, name: QCS_E2E_ACTIVATION_ID}\n"
+      << "  customer_id: {source: file, path: " << dir_.file("customer-id") << "}\n"
+      << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
+      << "  reconcile_interval: 5s\n"
+      << "logging: {level: debug, format: json}\n"
+      << extraTop;
+    return c.str();
+  }
+
+  std::unique_ptr<Process> startAgent(const std::string& yaml, const std::string& name = "agent") {
+    std::string path = dir_.file(name + ".yaml");
+    EXPECT_TRUE(writeFile(path, yaml, 0600));
+    auto p = Process::spawn({QCS_AGENT_BINARY, "run", "--config", path},
+                            {{"QCS_E2E_ACTIVATION_ID", kActivationId}, {"DOCKER_HOST", ""}},
+                            dir_.file(name + "-" + std::to_string(++agents_) + ".log"));
+    EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.message());
+    return p.ok() ? std::move(p.value()) : nullptr;
+  }
+
+  json inspect(const std::string& nameOrId) {
+    auto out = dockerd_->cli("inspect " + nameOrId);
+    if (!out.ok()) return json();
+    auto doc = json::parse(out.value(), nullptr, false);
+    return doc.is_array() && !doc.empty() ? doc[0] : json();
+  }
+  std::string sensorState() {
+    auto c = inspect(kSensorName);
+    return c.is_null() ? "" : c["State"]["Status"].get<std::string>();
+  }
+  std::string sensorId() {
+    auto c = inspect(kSensorName);
+    return c.is_null() ? "" : c["Id"].get<std::string>();
+  }
+  std::string sensorStartedAt() {
+    auto c = inspect(kSensorName);
+    return c.is_null() ? "" : c["State"]["StartedAt"].get<std::string>();
+  }
+  bool waitRunning(std::chrono::milliseconds deadline = 30s) {
+    return waitFor([&] { return sensorState() == "running"; }, deadline);
+  }
+  // Waits for the sensor to run again after StartedAt `before`.
+  bool waitRestarted(const std::string& before, std::chrono::milliseconds deadline = 30s) {
+    return waitFor([&] { return sensorState() == "running" && sensorStartedAt() != before; }, deadline);
+  }
+  // The agent's JSON log messages so far.
+  std::vector<std::string> messages(Process& agent) {
+    std::vector<std::string> out;
+    std::istringstream in(agent.output());
+    for (std::string line; std::getline(in, line);) {
+      auto doc = json::parse(line, nullptr, false);
+      if (doc.is_object() && doc.contains("msg")) out.push_back(doc["msg"].get<std::string>());
+    }
+    return out;
+  }
+  bool logged(Process& agent, const std::string& needle) {
+    for (const auto& m : messages(agent)) {
+      if (m.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  }
+  int managedCount() {
+    auto out = dockerd_->cli("ps -aq --filter label=io.qcs-agent.managed=true");
+    if (!out.ok() || out->empty()) return 0;
+    return static_cast<int>(std::count(out->begin(), out->end(), '\n')) + 1;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Dockerd> dockerd_;
+  std::unique_ptr<Process> agent_;
+  int agents_ = 0;
+};
+
+TEST_F(AgentE2ETest, CreatesTheSensorExactlyPerSpec) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  json c = inspect(kSensorName);
+
+  std::vector<std::string> args = c["Args"];
+  EXPECT_EQ(args, (std::vector<std::string>{"--registry-sensor", "--perform-sca-scan", "--optimize-image-scans",
+                                            "--sensor-without-persistent-storage", "--enable-console-logs",
+                                            "--storage-driver-type", "overlay2"}));
+  std::set<std::string> envNames;
+  for (const auto& e : c["Config"]["Env"]) envNames.insert(e.get<std::string>().substr(0, e.get<std::string>().find('=')));
+  for (const char* name : {"ACTIVATIONID", "CUSTOMERID", "POD_URL", "STANDIN_LOG_INTERVAL"}) {
+    EXPECT_TRUE(envNames.count(name)) << name;
+  }
+  std::map<std::string, json> mounts;
+  for (const auto& m : c["Mounts"]) mounts[m["Destination"]] = m;
+  ASSERT_TRUE(mounts.count("/var/run/docker.sock"));
+  EXPECT_EQ(mounts["/var/run/docker.sock"]["Source"], dockerd_->socketPath());
+  EXPECT_EQ(mounts["/standin"]["RW"], false);
+  if (access("/var/lib/docker", F_OK) == 0) {
+    ASSERT_TRUE(mounts.count("/var/lib/docker"));
+    EXPECT_EQ(mounts["/var/lib/docker"]["RW"], false);
+  }
+  const json& host = c["HostConfig"];
+  std::set<std::string> caps(host["CapAdd"].begin(), host["CapAdd"].end());
+  EXPECT_EQ(caps, (std::set<std::string>{"SYS_ADMIN", "DAC_OVERRIDE", "SETUID", "SETGID"}));
+  EXPECT_EQ(host["Privileged"], false);
+  EXPECT_EQ(host["NetworkMode"], "host");
+  EXPECT_EQ(host["RestartPolicy"]["Name"], "no");
+  EXPECT_EQ(host["NanoCpus"], 500000000);
+  EXPECT_EQ(host["CpuShares"], 102);
+  EXPECT_EQ(host["Memory"], 64 << 20);
+  EXPECT_EQ(host["MemoryReservation"], 16 << 20);
+  const json& labels = c["Config"]["Labels"];
+  EXPECT_EQ(labels["io.qcs-agent.managed"], "true");
+  EXPECT_EQ(labels["io.qcs-agent.spec-hash"].get<std::string>().size(), 64u);
+  EXPECT_FALSE(labels["io.qcs-agent.version"].get<std::string>().empty());
+
+  // The stand-in saw its arguments and the names of its environment.
+  auto logs = dockerd_->cli(std::string("logs ") + kSensorName);
+  ASSERT_TRUE(logs.ok());
+  EXPECT_NE(logs->find("standin: args: --registry-sensor"), std::string::npos);
+  EXPECT_NE(logs->find("ACTIVATIONID"), std::string::npos);
+}
+
+TEST_F(AgentE2ETest, SecretsNeverLeaveTheSensorsEnvironment) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  // Provoke a crash so the agent copies sensor output and logs restarts too.
+  setControl("exit 24");
+  std::string started = sensorStartedAt();
+  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "exited with code 24"); }, 30s)) << agent_->output();
+  setControl("run");
+  ASSERT_TRUE(waitRestarted(started));
+
+  std::string agentLog = agent_->output();
+  EXPECT_EQ(agentLog.find(kActivationId), std::string::npos);
+  EXPECT_EQ(agentLog.find(kCustomerId), std::string::npos);
+  std::string cmdline = readFile("/proc/" + std::to_string(agent_->pid()) + "/cmdline");
+  EXPECT_EQ(cmdline.find(kActivationId), std::string::npos);
+  json c = inspect(kSensorName);
+  EXPECT_EQ(c["Config"]["Labels"].dump().find(kCustomerId), std::string::npos);
+  EXPECT_EQ(c["Args"].dump().find(kCustomerId), std::string::npos);
+  // ...while the sensor itself has them.
+  EXPECT_NE(c["Config"]["Env"].dump().find(kActivationId), std::string::npos);
+
+  auto render = runCommand({QCS_AGENT_BINARY, "render", "--config", dir_.file("agent.yaml")});
+  ASSERT_TRUE(render.ok());
+  EXPECT_EQ(render->exitCode, 0) << render->err;
+  EXPECT_EQ(render->out.find(kCustomerId), std::string::npos);
+  EXPECT_NE(render->out.find("<redacted>"), std::string::npos);
+}
+
+TEST_F(AgentE2ETest, AKilledSensorIsRestartedInPlaceWithGrowingBackoff) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string id = sensorId();
+  std::vector<double> delays;
+  for (int i = 0; i < 3; ++i) {
+    std::string before = sensorStartedAt();
+    auto killedAt = std::chrono::steady_clock::now();
+    ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+    ASSERT_TRUE(waitRestarted(before)) << agent_->output();
+    delays.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - killedAt).count());
+    EXPECT_EQ(sensorId(), id) << "an unchanged spec is restarted in place";
+  }
+  // Backoff 300ms, 600ms, 1200ms (no jitter in this config): each restart waits at least that.
+  EXPECT_GE(delays[0], 0.3);
+  EXPECT_GE(delays[1], 0.6);
+  EXPECT_GE(delays[2], 1.2);
+  EXPECT_TRUE(logged(*agent_, "exited with code 137"));
+  EXPECT_EQ(managedCount(), 1);
+}
+
+TEST_F(AgentE2ETest, AnOomKillIsReportedAsOom) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  setControl("oom");
+  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "OOM-killed"); }, 30s)) << agent_->output();
+  EXPECT_EQ(inspect(kSensorName)["State"]["OOMKilled"], true);
+  setControl("run");
+  ASSERT_TRUE(waitRunning(30s));
+  EXPECT_TRUE(logged(*agent_, "restart reason: oom"));
+}
+
+TEST_F(AgentE2ETest, Exit24IsRetriedSoonAndExit1WaitsTheMaximum) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+
+  setControl("exit 24");
+  std::string before = sensorStartedAt();
+  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  // The kill (137) restarts after 300ms; the stand-in then exits 24 and is retried with backoff.
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "exited with code 24 (recoverable"); }, 20s)) << agent_->output();
+
+  setControl("exit 1");
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "exited with code 1:"); }, 20s)) << agent_->output();
+  auto failedAt = std::chrono::steady_clock::now();
+  std::string exited = inspect(kSensorName)["State"]["FinishedAt"];
+  setControl("run");
+  // Irrecoverable: waits backoff.max (3s) before the next start.
+  ASSERT_TRUE(waitFor([&] { return sensorState() == "running"; }, 20s));
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - failedAt).count();
+  EXPECT_GE(waited, 2.5) << "exit 1 must wait the maximum delay";
+  EXPECT_TRUE(logged(*agent_, "irrecoverable"));
+}
+
+TEST_F(AgentE2ETest, ARestartedAgentAdoptsTheSameContainer) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string id = sensorId();
+  std::string started = sensorStartedAt();
+  agent_->kill(SIGKILL);
+  agent_->wait(10s);
+
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "adopted running sensor"); }, 30s)) << agent_->output();
+  EXPECT_EQ(sensorId(), id);
+  EXPECT_EQ(sensorStartedAt(), started) << "adoption must not restart the sensor";
+  EXPECT_EQ(managedCount(), 1);
+}
+
+TEST_F(AgentE2ETest, AChangedConfigReplacesTheContainer) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string first = sensorId();
+  std::string hash = inspect(kSensorName)["Config"]["Labels"]["io.qcs-agent.spec-hash"];
+  agent_->kill(SIGTERM);
+  ASSERT_EQ(agent_->wait(20s), 0);
+  EXPECT_EQ(sensorState(), "running") << "SIGTERM leaves the sensor running by default";
+
+  agent_ = startAgent(config("  args: [--perform-sca-scan, --enable-console-logs]\n"));
+  ASSERT_TRUE(waitFor([&] { return sensorId() != first && sensorState() == "running"; }, 30s)) << agent_->output();
+  EXPECT_NE(inspect(kSensorName)["Config"]["Labels"]["io.qcs-agent.spec-hash"], hash);
+  EXPECT_EQ(managedCount(), 1);
+  EXPECT_TRUE(logged(*agent_, "restart reason: drift"));
+}
+
+TEST_F(AgentE2ETest, AStraySecondCopyIsRemoved) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string id = sensorId();
+  ASSERT_TRUE(dockerd_->cli("run -d --name qcs-stray --network none --label io.qcs-agent.managed=true qcs-standin:test").ok());
+  // A scanning container the sensor launched is not ours to touch.
+  ASSERT_TRUE(dockerd_->cli("run -d --name QCS-Image-Scanning-0abc --network none qcs-standin:test").ok());
+  ASSERT_TRUE(waitFor([&] { return inspect("qcs-stray").is_null(); }, 30s)) << agent_->output();
+  EXPECT_EQ(sensorId(), id);
+  EXPECT_FALSE(inspect("QCS-Image-Scanning-0abc").is_null());
+  EXPECT_EQ(managedCount(), 1);
+}
+
+TEST_F(AgentE2ETest, ARemovedSensorIsCreatedAgain) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string first = sensorId();
+  ASSERT_TRUE(dockerd_->cli(std::string("rm -f ") + kSensorName).ok());
+  ASSERT_TRUE(waitFor([&] { return !sensorId().empty() && sensorId() != first && sensorState() == "running"; }, 30s))
+      << agent_->output();
+  EXPECT_TRUE(logged(*agent_, "restart reason: missing"));
+}
+
+TEST_F(AgentE2ETest, SurvivesADockerdRestart) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string started = sensorStartedAt();
+  ASSERT_TRUE(dockerd_->restart()) << dockerd_->log();
+  ASSERT_TRUE(waitRestarted(started, 60s)) << agent_->output();
+  EXPECT_TRUE(agent_->running());
+  EXPECT_EQ(managedCount(), 1);
+  EXPECT_TRUE(logged(*agent_, "runtime is back"));
+}
+
+TEST_F(AgentE2ETest, ABadConfigExits78AndLeavesTheRunningSensorAlone) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string id = sensorId();
+  std::string started = sensorStartedAt();
+  agent_->kill(SIGTERM);
+  ASSERT_EQ(agent_->wait(20s), 0);
+
+  for (const std::string& bad : {config("  mode: banana\n"), config("  imagee: x\n"),
+                                 config("", "platform:\n  detect: mars\n")}) {
+    auto agent = startAgent(bad, "bad");
+    auto code = agent->wait(20s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 78) << agent->output();
+  }
+  // A secret that cannot be read is a configuration error too.
+  ASSERT_TRUE(writeFile(dir_.file("customer-id"), "not-a-uuid\n", 0600));
+  auto agent = startAgent(config(), "badsecret");
+  auto code = agent->wait(20s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 78) << agent->output();
+  EXPECT_EQ(agent->output().find("not-a-uuid"), std::string::npos) << "the value is never echoed";
+
+  EXPECT_EQ(sensorId(), id);
+  EXPECT_EQ(sensorStartedAt(), started);
+  EXPECT_EQ(sensorState(), "running");
+}
+
+TEST_F(AgentE2ETest, OnStopStopStopsTheSensorWithTheAgent) {
+  std::string path = dir_.file("stop.yaml");
+  ASSERT_TRUE(writeFile(path, config(), 0600));
+  auto p = Process::spawn({QCS_AGENT_BINARY, "run", "--config", path, "--set", "supervision.on_stop=stop"},
+                          {{"QCS_E2E_ACTIVATION_ID", kActivationId}}, dir_.file("stop.log"));
+  ASSERT_TRUE(p.ok());
+  agent_ = std::move(p.value());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  agent_->kill(SIGTERM);
+  ASSERT_EQ(agent_->wait(30s), 0) << agent_->output();
+  EXPECT_EQ(sensorState(), "exited");
+}
+
+TEST_F(AgentE2ETest, TheCrashedSensorsLastOutputIsCopiedIntoTheAgentLog) {
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  setControl("exit 24");
+  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "sensor| standin: exiting with 24"); }, 30s)) << agent_->output();
+}
+
+class RegistryPullTest : public AgentE2ETest {
+ protected:
+  void SetUp() override {
+    AgentE2ETest::SetUp();
+    registry_ = Registry::start("qcs", "right-password");
+    ASSERT_NE(registry_, nullptr);
+    ASSERT_TRUE(registry_->push(*dockerd_, "qcs-standin:test", "qcs/standin:1").ok());
+    remote_ = registry_->address() + "/qcs/standin:1";
+    // The node starts without the image: the agent must pull it.
+    ASSERT_TRUE(dockerd_->cli("rmi " + remote_).ok());
+    ASSERT_TRUE(writeFile(dir_.file("registry-password"), password_ + "\n", 0600));
+  }
+  std::string withAuth() {
+    return "registry_auth:\n  kind: basic\n  username: qcs\n  password: {source: file, path: " +
+           dir_.file("registry-password") + "}\n";
+  }
+  std::unique_ptr<Registry> registry_;
+  std::string remote_;
+  std::string password_ = "right-password";
+};
+
+TEST_F(RegistryPullTest, PullsWithTheRightPassword) {
+  agent_ = startAgent(config("", withAuth(), remote_, "if-not-present"));
+  ASSERT_TRUE(waitRunning(60s)) << agent_->output();
+  EXPECT_EQ(inspect(kSensorName)["Config"]["Image"], remote_);
+  EXPECT_TRUE(logged(*agent_, "pulled " + remote_));
+  EXPECT_EQ(agent_->output().find("right-password"), std::string::npos);
+}
+
+TEST_F(RegistryPullTest, AWrongPasswordFailsClearlyAndCreatesNothing) {
+  password_ = "wrong-password";
+  ASSERT_TRUE(writeFile(dir_.file("registry-password"), password_ + "\n", 0600));
+  agent_ = startAgent(config("", withAuth(), remote_, "if-not-present"));
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "unauthorized"); }, 60s)) << agent_->output();
+  EXPECT_TRUE(agent_->running());
+  EXPECT_EQ(managedCount(), 0);
+  EXPECT_EQ(agent_->output().find("wrong-password"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace qcs::testing

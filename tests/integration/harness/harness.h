@@ -1,0 +1,158 @@
+// The integration-test harness: real daemons (dockerd, a registry) and processes, started in
+// private directories under /tmp/qcs-it-XXXXXX and torn down by their destructors.
+//
+// Rules it keeps for the tests: nothing listens outside 127.0.0.1, nothing touches the machine's own
+// dockerd or /var/lib/docker, and nothing waits a fixed time: use waitFor() with a deadline.
+// Spawned daemons get a parent-death signal, so a crashed test does not leave them running; that
+// signal follows the thread that started them, so start daemons from the test's main thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace qcs::testing {
+
+// Polls cond every ~50ms until it holds (true) or the deadline passes (false, after a last try).
+bool waitFor(const std::function<bool()>& cond, std::chrono::milliseconds deadline);
+
+// A directory made with mkdtemp under /tmp, removed recursively (mounts under it unmounted first).
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "qcs-it-");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  // path() + "/" + name
+  std::string file(const std::string& name) const;
+
+ private:
+  std::string path_;
+};
+
+// Unmounts everything mounted at or under dir (deepest first), then removes dir recursively.
+void removeTree(const std::string& dir);
+
+// Writes (replaces) a file; false on failure.
+bool writeFile(const std::string& path, const std::string& content, mode_t mode = 0644);
+// The file's content, or "" when it cannot be read.
+std::string readFile(const std::string& path);
+
+struct CommandResult {
+  int exitCode = -1;  // 128+signal when killed
+  std::string out;
+  std::string err;
+};
+// Runs argv (no shell), feeding stdinText, capturing stdout and stderr; killed after timeout.
+Result<CommandResult> runCommand(const std::vector<std::string>& argv, const std::string& stdinText = {},
+                                 std::chrono::milliseconds timeout = std::chrono::minutes(2));
+
+// A child process whose stdout and stderr go to a log file.
+class Process {
+ public:
+  // extraEnv is added to (and overrides) this process's environment. parentDeathSignal is sent to
+  // the child when the thread that spawned it dies (0 = none).
+  static Result<std::unique_ptr<Process>> spawn(const std::vector<std::string>& argv,
+                                                const std::map<std::string, std::string>& extraEnv,
+                                                const std::string& logPath, int parentDeathSignal = SIGKILL);
+  ~Process();  // SIGKILL and reap if still running
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  bool kill(int sig);
+  // The exit code (128+signal when killed by one) once it exited within timeout; nullopt otherwise.
+  std::optional<int> wait(std::chrono::milliseconds timeout);
+  // The log so far.
+  std::string output() const;
+  const std::string& logPath() const { return logPath_; }
+
+ private:
+  Process(pid_t pid, std::string logPath) : pid_(pid), logPath_(std::move(logPath)) {}
+  bool reap(bool block);
+
+  pid_t pid_;
+  std::string logPath_;
+  std::optional<int> exitCode_;
+};
+
+// A private dockerd: its own socket, data root, exec root and pidfile under /tmp/qcs-it-XXXXXX,
+// no bridge, no iptables. Containers it runs may only use --network host or none.
+class Dockerd {
+ public:
+  // Starts it and waits (up to 60s) until /_ping answers; nullptr (with the log on stderr) if not.
+  static std::unique_ptr<Dockerd> start();
+  ~Dockerd();  // force-removes containers, stops dockerd and its containerd, unmounts, removes dirs
+  Dockerd(const Dockerd&) = delete;
+  Dockerd& operator=(const Dockerd&) = delete;
+
+  const std::string& socketPath() const { return socketPath_; }
+  const std::string& dir() const { return dir_; }
+  bool running() const { return process_ != nullptr; }
+
+  // Runs `/usr/bin/docker -H unix://<sock> --config <dir>/cli <args>` through /bin/sh (so args may
+  // quote); the trimmed stdout, or an error carrying the exit code, stderr and stdout.
+  Result<std::string> cli(const std::string& args, const std::string& stdinText = {});
+
+  // SIGTERM, wait for dockerd to exit and for its containerd to go.
+  void stop();
+  // stop(), then start again on the same directories and wait for /_ping. False if it did not answer.
+  bool restart();
+  // The dockerd log so far.
+  std::string log() const;
+
+ private:
+  Dockerd() = default;
+  bool launch();
+
+  std::string dir_;
+  std::string socketPath_;
+  std::unique_ptr<Process> process_;
+};
+
+// Builds the stand-in sensor image (tests/fixtures/standin) from busybox-static with `docker import`;
+// returns the tag.
+Result<std::string> buildStandinImage(Dockerd& dockerd, const std::string& tag = "qcs-standin:test");
+
+// A private registry v2 (Debian's docker-registry) on 127.0.0.1:<free port> with htpasswd auth.
+class Registry {
+ public:
+  // Starts it and waits until /v2/ answers 401; nullptr (with the log on stderr) if not.
+  static std::unique_ptr<Registry> start(const std::string& user, const std::string& password);
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // "127.0.0.1:PORT"
+  std::string address() const;
+  const std::string& user() const { return user_; }
+  const std::string& password() const { return password_; }
+
+  // Logs in with the dockerd's CLI, tags localRef as <address>/<remoteRepoTag> (remoteRepoTag may
+  // already start with the address) and pushes it, then logs out again.
+  Status push(Dockerd& dockerd, const std::string& localRef, const std::string& remoteRepoTag);
+  std::string log() const;
+
+ private:
+  Registry() = default;
+
+  std::string dir_;
+  int port_ = 0;
+  std::string user_;
+  std::string password_;
+  std::unique_ptr<Process> process_;
+};
+
+}  // namespace qcs::testing
