@@ -4,11 +4,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 #include <thread>
 
 #include "agent/config.h"
@@ -127,11 +127,13 @@ class DetectingConnector final : public RuntimeConnector {
   Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
     auto detection = runtime::detectRuntime(options_, runtime::defaultProbe());
     if (!detection.chosen) {
-      return makeError(ErrorCode::kUnavailable, "no container runtime answered:\n" + runtime::describeDetection(detection));
+      return makeError(ErrorCode::kUnavailable,
+                       "no container runtime answered:\n" + runtime::describeDetection(detection));
     }
     const auto& chosen = *detection.chosen;
     if (chosen.kind != "docker") {
-      return makeError(ErrorCode::kUnavailable, chosen.kind + " at " + chosen.path + " answered, but this build drives Docker only");
+      return makeError(ErrorCode::kUnavailable,
+                       chosen.kind + " at " + chosen.path + " answered, but this build drives Docker only");
     }
     return runtime::docker::connectDocker(chosen.path, options_.timeout);
   }
@@ -144,7 +146,10 @@ class ConfigSpecSource final : public DesiredSpecSource {
  public:
   ConfigSpecSource(const Config& config, std::unique_ptr<platform::SecretSource> activation,
                    std::unique_ptr<platform::SecretSource> customer, std::shared_ptr<SecretRedactor> redactor)
-      : config_(config), activation_(std::move(activation)), customer_(std::move(customer)), redactor_(std::move(redactor)) {}
+      : config_(config),
+        activation_(std::move(activation)),
+        customer_(std::move(customer)),
+        redactor_(std::move(redactor)) {}
 
   Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& info) override {
     auto secrets = readSensorSecrets(*activation_, *customer_);
@@ -249,7 +254,8 @@ class SignalThread {
 
 int commandRun(const Config& config) {
   auto redactor = std::make_shared<SecretRedactor>();
-  if (auto st = setupLogging(config.logging.level, config.logging.format, redactor); !st) return configError(st.message());
+  if (auto st = setupLogging(config.logging.level, config.logging.format, redactor); !st)
+    return configError(st.message());
 
   auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId);
   if (!activation) return configError(activation.message());
@@ -333,8 +339,8 @@ int commandRender(const Config& config) {
   if (!spec) return configError(spec.message());
   nlohmann::json out = specToJson(spec.value(), /*redactSecrets=*/true);
   if (!secretsResolved) out["labels"][kLabelSpecHash] = "<unknown: secrets not readable>";
-  std::cout << "---\n# container spec for " << info.kind
-            << (info.endpoint.empty() ? "" : " at " + info.endpoint) << " (secrets redacted)\n"
+  std::cout << "---\n# container spec for " << info.kind << (info.endpoint.empty() ? "" : " at " + info.endpoint)
+            << " (secrets redacted)\n"
             << out.dump(2) << "\n";
   return kExitOk;
 }

@@ -154,8 +154,7 @@ std::vector<std::string> closeMatches(std::string_view wanted, const std::vector
   if (wanted.empty() || wanted.size() > kLongest) return matches;
   const std::string wantedLast = lastComponent(wanted);
   for (const std::string& candidate : candidates) {
-    if (candidate != wanted && editDistance(lastComponent(candidate), wantedLast) == 0 &&
-        matches.size() < kLimit) {
+    if (candidate != wanted && editDistance(lastComponent(candidate), wantedLast) == 0 && matches.size() < kLimit) {
       matches.push_back(candidate);
     }
   }
@@ -206,7 +205,8 @@ NumberScan readDecimal(std::string_view& text, Decimal& out) {
   if (i + 1 < text.size() && text[i] == '.' && isDigit(text[i + 1])) {
     ++i;
     std::string_view digits = text.substr(i);
-    digits = digits.substr(0, static_cast<size_t>(std::find_if_not(digits.begin(), digits.end(), isDigit) - digits.begin()));
+    digits =
+        digits.substr(0, static_cast<size_t>(std::find_if_not(digits.begin(), digits.end(), isDigit) - digits.begin()));
     i += digits.size();
     sawFraction = true;
     while (!digits.empty() && digits.back() == '0') digits.remove_suffix(1);
@@ -412,8 +412,11 @@ bool isSha256Digest(std::string_view digest) {
 
 // Docker reference grammar: [registry[:port]/]path[:tag][@sha256:<64 hex>].
 std::optional<std::string> checkImageReference(const std::string& value) {
-  constexpr std::string_view kAccepted = "expected [registry[:port]/]name[:tag][@sha256:<64 hex digits>], e.g. qualys/qcs-sensor:1.2.3";
-  auto wrong = [&](std::string_view why) { return fmt::format("{} is not an image reference: {}; {}", quoteValue(value), why, kAccepted); };
+  constexpr std::string_view kAccepted =
+      "expected [registry[:port]/]name[:tag][@sha256:<64 hex digits>], e.g. qualys/qcs-sensor:1.2.3";
+  auto wrong = [&](std::string_view why) {
+    return fmt::format("{} is not an image reference: {}; {}", quoteValue(value), why, kAccepted);
+  };
   if (value.empty()) return fmt::format("must not be empty; {}", kAccepted);
   std::string_view name = value;
   if (const size_t at = name.find('@'); at != std::string_view::npos) {
@@ -431,14 +434,16 @@ std::optional<std::string> checkImageReference(const std::string& value) {
   std::vector<std::string> components;
   for (size_t start = 0;;) {
     const size_t slash = name.find('/', start);
-    components.emplace_back(name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
+    components.emplace_back(
+        name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
   const std::string& first = components.front();
-  const bool hasRegistry = components.size() > 1 &&
-      (first.find_first_of(".:") != std::string::npos || first == "localhost");
-  if (hasRegistry && !isImageRegistryHost(first)) return wrong(fmt::format("{} is not a registry host[:port]", quoteValue(first)));
+  const bool hasRegistry =
+      components.size() > 1 && (first.find_first_of(".:") != std::string::npos || first == "localhost");
+  if (hasRegistry && !isImageRegistryHost(first))
+    return wrong(fmt::format("{} is not a registry host[:port]", quoteValue(first)));
   for (size_t i = hasRegistry ? 1 : 0; i < components.size(); ++i) {
     if (!isImagePathComponent(components[i])) {
       return wrong(fmt::format("path component {} must be lowercase letters and digits, separated by . _ __ or -",
@@ -491,19 +496,24 @@ std::optional<std::string> checkRuntimeEndpoint(const std::string& value) {
   constexpr std::string_view kUnix = "unix://";
   if (value.starts_with(kUnix)) {
     if (value.size() > kUnix.size() && value[kUnix.size()] == '/') return std::nullopt;
-    return fmt::format("{} must name an absolute socket path, e.g. unix:///run/containerd/containerd.sock", quoteValue(value));
+    return fmt::format("{} must name an absolute socket path, e.g. unix:///run/containerd/containerd.sock",
+                       quoteValue(value));
   }
   if (value.find("://") != std::string::npos) {
-    return fmt::format("{}: only unix sockets are supported; give a socket path such as /var/run/docker.sock "
-                       "or unix:///run/containerd/containerd.sock", quoteValue(value));
+    return fmt::format(
+        "{}: only unix sockets are supported; give a socket path such as /var/run/docker.sock "
+        "or unix:///run/containerd/containerd.sock",
+        quoteValue(value));
   }
-  if (value.front() != '/') return fmt::format("{} is not an absolute socket path; it must start with / or unix://", quoteValue(value));
+  if (value.front() != '/')
+    return fmt::format("{} is not an absolute socket path; it must start with / or unix://", quoteValue(value));
   return std::nullopt;
 }
 
 std::optional<std::string> checkListen(const std::string& value) {
   if (auto wrong = checkHostPort(value, true)) {
-    return fmt::format("{} is not host:port ({}); e.g. 127.0.0.1:9819, [::1]:9819 or localhost:9819", quoteValue(value), *wrong);
+    return fmt::format("{} is not host:port ({}); e.g. 127.0.0.1:9819, [::1]:9819 or localhost:9819", quoteValue(value),
+                       *wrong);
   }
   return std::nullopt;
 }
@@ -551,12 +561,12 @@ using TextSetter = std::function<std::optional<std::string>(Config&, const std::
 // `emitValue` (and `set` when they can also be given as text, like sensor.args).
 struct KeySpec {
   std::string path;
-  TextSetter set;                                // parses text into the config; says what is wrong
+  TextSetter set;                                 // parses text into the config; says what is wrong
   std::function<std::string(const Config&)> get;  // the canonical text of the effective value
-  Check check;                                   // single-value rule on the effective text
-  bool renderOnlyWhenSet = false;                // secret-ref fields: only the chosen source's
-  bool mayHoldCredentials = false;               // proxy URLs: rendered with the password redacted
-  std::function<void(Config&)> resetsGroup;      // secret-ref `source`: setting it replaces the ref
+  Check check;                                    // single-value rule on the effective text
+  bool renderOnlyWhenSet = false;                 // secret-ref fields: only the chosen source's
+  bool mayHoldCredentials = false;                // proxy URLs: rendered with the password redacted
+  std::function<void(Config&)> resetsGroup;       // secret-ref `source`: setting it replaces the ref
   std::function<void(const YAML::Node&, const std::string&, const std::string&, Loader&)> readYaml;
   std::function<void(YAML::Emitter&, const Config&)> emitValue;
 
@@ -705,14 +715,15 @@ Status Loader::readYaml(const std::string& text) {
   try {
     root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
-    return invalid(fmt::format("{} line {} column {}: not valid YAML: {}", fileLabel_, e.mark.line + 1,
-                               e.mark.column + 1, e.msg));
+    return invalid(
+        fmt::format("{} line {} column {}: not valid YAML: {}", fileLabel_, e.mark.line + 1, e.mark.column + 1, e.msg));
   } catch (const YAML::Exception& e) {
     return invalid(fmt::format("{}: not valid YAML: {}", fileLabel_, e.what()));
   }
   if (root.IsNull()) return okStatus();  // empty, or only comments: all defaults
   if (!root.IsMap()) {
-    problemAt("(top level)", fmt::format("expected a map of sections (runtime, sensor, ...), got {}", describeNode(root)),
+    problemAt("(top level)",
+              fmt::format("expected a map of sections (runtime, sensor, ...), got {}", describeNode(root)),
               yamlOrigin(root));
     return okStatus();
   }
@@ -735,7 +746,8 @@ void Loader::applyEnvironment(const std::map<std::string, std::string>& environm
   }
   // Other QCS_* variables may belong to something else: ignored, but a near miss is worth a word.
   for (const auto& [name, value] : environment) {
-    if (!name.starts_with("QCS_") || std::find(knownNames.begin(), knownNames.end(), name) != knownNames.end()) continue;
+    if (!name.starts_with("QCS_") || std::find(knownNames.begin(), knownNames.end(), name) != knownNames.end())
+      continue;
     const auto matches = closeMatches(name, knownNames);
     if (!matches.empty()) {
       warnings.push_back(fmt::format("environment {}: not a setting of the agent, ignored; did you mean {}?", name,
@@ -796,7 +808,8 @@ KeySpec stringListKey(std::string keyPath, Access access, bool commaSeparatedTex
       return std::nullopt;
     };
   }
-  spec.readYaml = [access](const YAML::Node& value, const std::string& path, const std::string& origin, Loader& loader) {
+  spec.readYaml = [access](const YAML::Node& value, const std::string& path, const std::string& origin,
+                           Loader& loader) {
     std::vector<std::string> items;
     std::vector<std::string> itemOrigins;
     if (!value.IsNull() && !value.IsSequence()) {
@@ -807,7 +820,8 @@ KeySpec stringListKey(std::string keyPath, Access access, bool commaSeparatedTex
     for (const YAML::Node& item : value) {
       const std::string itemPath = fmt::format("{}[{}]", path, items.size());
       if (!item.IsScalar()) {
-        loader.problemAt(itemPath, fmt::format("expected a string, got {}", describeNode(item)), loader.yamlOrigin(item));
+        loader.problemAt(itemPath, fmt::format("expected a string, got {}", describeNode(item)),
+                         loader.yamlOrigin(item));
         ok = false;
       }
       items.push_back(item.IsScalar() ? item.Scalar() : std::string());
@@ -847,7 +861,8 @@ KeySpec sensorEnvKey() {
       const std::string itemPath = path + "." + item.first.Scalar();
       if (item.second.IsMap() || item.second.IsSequence()) {
         // The value is never shown: operators sometimes put secrets where they should not.
-        loader.problemAt(itemPath, fmt::format("expected a single value, got {}", describeNode(item.second)), itemOrigin);
+        loader.problemAt(itemPath, fmt::format("expected a single value, got {}", describeNode(item.second)),
+                         itemOrigin);
       } else if (!env.emplace(item.first.Scalar(), item.second.IsNull() ? "" : item.second.Scalar()).second) {
         loader.problemAt(itemPath, "appears twice; keep one", itemOrigin);
       } else {
@@ -879,13 +894,16 @@ void readMount(const YAML::Node& item, const std::string& itemPath, MountConfig&
     const std::string fieldPath = itemPath + "." + name;
     loader.setOrigin(fieldPath, fieldOrigin);
     if (std::find(kFields.begin(), kFields.end(), name) == kFields.end()) {
-      loader.problemAt(fieldPath, withSuggestion("unknown key (a mount has source, target, read_only)", closeMatches(name, kFields)),
-                       fieldOrigin);
+      loader.problemAt(
+          fieldPath, withSuggestion("unknown key (a mount has source, target, read_only)", closeMatches(name, kFields)),
+          fieldOrigin);
     } else if (!field.second.IsScalar()) {
-      loader.problemAt(fieldPath, fmt::format("expected a single value, got {}", describeNode(field.second)), fieldOrigin);
+      loader.problemAt(fieldPath, fmt::format("expected a single value, got {}", describeNode(field.second)),
+                       fieldOrigin);
     } else if (name == "read_only") {
       if (!parseBool(field.second.Scalar(), mount.readOnly)) {
-        loader.problemAt(fieldPath, fmt::format("{} is not a boolean; use true or false", quoteValue(field.second.Scalar())),
+        loader.problemAt(fieldPath,
+                         fmt::format("{} is not a boolean; use true or false", quoteValue(field.second.Scalar())),
                          fieldOrigin);
       }
     } else {
@@ -899,7 +917,9 @@ KeySpec extraMountsKey() {
   spec.path = "sensor.extra_mounts";
   spec.readYaml = [](const YAML::Node& value, const std::string& path, const std::string& origin, Loader& loader) {
     if (!value.IsNull() && !value.IsSequence()) {
-      loader.problemAt(path, fmt::format("expected a list of {{source, target, read_only}} maps, got {}", describeNode(value)), origin);
+      loader.problemAt(
+          path, fmt::format("expected a list of {{source, target, read_only}} maps, got {}", describeNode(value)),
+          origin);
       return;
     }
     std::vector<MountConfig> mounts;
@@ -914,8 +934,9 @@ KeySpec extraMountsKey() {
     if (config.sensor.extraMounts.empty()) out << YAML::Flow;
     out << YAML::BeginSeq;
     for (const MountConfig& mount : config.sensor.extraMounts) {
-      out << YAML::Flow << YAML::BeginMap << YAML::Key << "source" << YAML::Value << mount.source << YAML::Key << "target"
-          << YAML::Value << mount.target << YAML::Key << "read_only" << YAML::Value << mount.readOnly << YAML::EndMap;
+      out << YAML::Flow << YAML::BeginMap << YAML::Key << "source" << YAML::Value << mount.source << YAML::Key
+          << "target" << YAML::Value << mount.target << YAML::Key << "read_only" << YAML::Value << mount.readOnly
+          << YAML::EndMap;
     }
     out << YAML::EndSeq;
   };
@@ -983,11 +1004,11 @@ template <typename AccessRef>
 void addSecretRefKeys(std::vector<KeySpec>& keys, const std::string& prefix, AccessRef accessRef) {
   for (const SecretField& field : kSecretFields) {
     const auto member = field.member;
-    KeySpec spec = textKey(prefix + "." + field.name, [accessRef, member](auto& config) -> auto& {
-      return accessRef(config).*member;
-    });
+    KeySpec spec = textKey(
+        prefix + "." + field.name, [ accessRef, member ](auto& config) -> auto& { return accessRef(config).*member; });
     spec.renderOnlyWhenSet = true;
-    if (member == &SecretRef::source) spec.resetsGroup = [accessRef](Config& config) { accessRef(config) = SecretRef{}; };
+    if (member == &SecretRef::source)
+      spec.resetsGroup = [accessRef](Config& config) { accessRef(config) = SecretRef{}; };
     keys.push_back(std::move(spec));
   }
 }
@@ -1000,63 +1021,95 @@ KeySpec withCredentials(KeySpec spec) {
 // Every key, in SPEC order (which is also the rendering order).
 std::vector<KeySpec> buildKeyTable() {
   std::vector<KeySpec> keys;
-  keys.push_back(textKey("runtime.kind", [](auto& c) -> auto& { return c.runtime.kind; },
-                         oneOf({"auto", "docker", "containerd"})));
-  keys.push_back(textKey("runtime.endpoint", [](auto& c) -> auto& { return c.runtime.endpoint; }, checkRuntimeEndpoint));
-  keys.push_back(textKey("runtime.host_root", [](auto& c) -> auto& { return c.runtime.hostRoot; }, absolutePath(true)));
-  keys.push_back(textKey("runtime.containerd_namespace", [](auto& c) -> auto& { return c.runtime.containerdNamespace; },
-                         namePattern("._-", "[A-Za-z0-9][A-Za-z0-9._-]*")));
-  keys.push_back(textKey("sensor.image", [](auto& c) -> auto& { return c.sensor.image; }, checkImageReference));
-  keys.push_back(textKey("sensor.pull_policy", [](auto& c) -> auto& { return c.sensor.pullPolicy; },
-                         oneOf({"always", "if-not-present", "never"})));
-  keys.push_back(textKey("sensor.name", [](auto& c) -> auto& { return c.sensor.name; },
-                         namePattern("_.-", "a Docker container name, [a-zA-Z0-9][a-zA-Z0-9_.-]*")));
-  keys.push_back(textKey("sensor.mode", [](auto& c) -> auto& { return c.sensor.mode; },
-                         oneOf({"general", "registry", "cicd"})));
-  keys.push_back(textKey("sensor.pod_url", [](auto& c) -> auto& { return c.sensor.podUrl; }, url({"https"}, true)));
-  keys.push_back(stringListKey("sensor.args", [](auto& c) -> auto& { return c.sensor.args; }, true));
+  keys.push_back(textKey(
+      "runtime.kind", [](auto& c) -> auto& { return c.runtime.kind; }, oneOf({"auto", "docker", "containerd"})));
+  keys.push_back(textKey(
+      "runtime.endpoint", [](auto& c) -> auto& { return c.runtime.endpoint; }, checkRuntimeEndpoint));
+  keys.push_back(textKey(
+      "runtime.host_root", [](auto& c) -> auto& { return c.runtime.hostRoot; }, absolutePath(true)));
+  keys.push_back(textKey(
+      "runtime.containerd_namespace", [](auto& c) -> auto& { return c.runtime.containerdNamespace; },
+      namePattern("._-", "[A-Za-z0-9][A-Za-z0-9._-]*")));
+  keys.push_back(textKey(
+      "sensor.image", [](auto& c) -> auto& { return c.sensor.image; }, checkImageReference));
+  keys.push_back(textKey(
+      "sensor.pull_policy", [](auto& c) -> auto& { return c.sensor.pullPolicy; },
+      oneOf({"always", "if-not-present", "never"})));
+  keys.push_back(textKey(
+      "sensor.name", [](auto& c) -> auto& { return c.sensor.name; },
+      namePattern("_.-", "a Docker container name, [a-zA-Z0-9][a-zA-Z0-9_.-]*")));
+  keys.push_back(textKey(
+      "sensor.mode", [](auto& c) -> auto& { return c.sensor.mode; }, oneOf({"general", "registry", "cicd"})));
+  keys.push_back(textKey(
+      "sensor.pod_url", [](auto& c) -> auto& { return c.sensor.podUrl; }, url({"https"}, true)));
+  keys.push_back(stringListKey(
+      "sensor.args", [](auto& c) -> auto& { return c.sensor.args; }, true));
   keys.push_back(sensorEnvKey());
-  keys.push_back(stringListKey("sensor.capabilities", [](auto& c) -> auto& { return c.sensor.capabilities; }, false));
-  keys.push_back(parsedKey("sensor.resources.cpu_request", [](auto& c) -> auto& { return c.sensor.resources.cpuRequestMilli; },
-                           parseCpuQuantity, formatCpuQuantity));
-  keys.push_back(parsedKey("sensor.resources.cpu_limit", [](auto& c) -> auto& { return c.sensor.resources.cpuLimitMilli; },
-                           parseCpuQuantity, formatCpuQuantity));
-  keys.push_back(parsedKey("sensor.resources.memory_request",
-                           [](auto& c) -> auto& { return c.sensor.resources.memoryRequestBytes; }, parseMemoryQuantity,
-                           formatMemoryQuantity));
-  keys.push_back(parsedKey("sensor.resources.memory_limit",
-                           [](auto& c) -> auto& { return c.sensor.resources.memoryLimitBytes; }, parseMemoryQuantity,
-                           formatMemoryQuantity));
-  keys.push_back(textKey("sensor.storage_path", [](auto& c) -> auto& { return c.sensor.storagePath; }, absolutePath(false)));
+  keys.push_back(stringListKey(
+      "sensor.capabilities", [](auto& c) -> auto& { return c.sensor.capabilities; }, false));
+  keys.push_back(parsedKey(
+      "sensor.resources.cpu_request", [](auto& c) -> auto& { return c.sensor.resources.cpuRequestMilli; },
+      parseCpuQuantity, formatCpuQuantity));
+  keys.push_back(parsedKey(
+      "sensor.resources.cpu_limit", [](auto& c) -> auto& { return c.sensor.resources.cpuLimitMilli; }, parseCpuQuantity,
+      formatCpuQuantity));
+  keys.push_back(parsedKey(
+      "sensor.resources.memory_request", [](auto& c) -> auto& { return c.sensor.resources.memoryRequestBytes; },
+      parseMemoryQuantity, formatMemoryQuantity));
+  keys.push_back(parsedKey(
+      "sensor.resources.memory_limit", [](auto& c) -> auto& { return c.sensor.resources.memoryLimitBytes; },
+      parseMemoryQuantity, formatMemoryQuantity));
+  keys.push_back(textKey(
+      "sensor.storage_path", [](auto& c) -> auto& { return c.sensor.storagePath; }, absolutePath(false)));
   keys.push_back(extraMountsKey());
-  keys.push_back(withCredentials(textKey("sensor.proxy.qualys_https_proxy",
-                                         [](auto& c) -> auto& { return c.sensor.proxy.qualysHttpsProxy; },
-                                         url({"http", "https"}, false))));
-  keys.push_back(withCredentials(textKey("sensor.proxy.https_proxy", [](auto& c) -> auto& { return c.sensor.proxy.httpsProxy; },
-                                         url({"http", "https"}, false))));
-  keys.push_back(textKey("sensor.proxy.ca_file", [](auto& c) -> auto& { return c.sensor.proxy.caFile; }, absolutePath(false)));
-  addSecretRefKeys(keys, "secrets.activation_id", [](auto& c) -> auto& { return c.secrets.activationId; });
-  addSecretRefKeys(keys, "secrets.customer_id", [](auto& c) -> auto& { return c.secrets.customerId; });
-  keys.push_back(textKey("registry_auth.kind", [](auto& c) -> auto& { return c.registryAuth.kind; },
-                         oneOf({"none", "auto", "basic", "docker-config", "ecr", "acr", "gcr"})));
-  keys.push_back(textKey("registry_auth.username", [](auto& c) -> auto& { return c.registryAuth.username; }));
-  addSecretRefKeys(keys, "registry_auth.password", [](auto& c) -> auto& { return c.registryAuth.password; });
-  keys.push_back(textKey("registry_auth.docker_config", [](auto& c) -> auto& { return c.registryAuth.dockerConfig; },
-                         absolutePath(false)));
-  keys.push_back(durationKey("supervision.backoff.initial", [](auto& c) -> auto& { return c.supervision.backoff.initial; }));
-  keys.push_back(durationKey("supervision.backoff.max", [](auto& c) -> auto& { return c.supervision.backoff.max; }));
-  keys.push_back(numberKey("supervision.backoff.multiplier", [](auto& c) -> auto& { return c.supervision.backoff.multiplier; }));
-  keys.push_back(numberKey("supervision.backoff.jitter", [](auto& c) -> auto& { return c.supervision.backoff.jitter; }));
-  keys.push_back(durationKey("supervision.backoff.reset_after", [](auto& c) -> auto& { return c.supervision.backoff.resetAfter; }));
-  keys.push_back(durationKey("supervision.reconcile_interval", [](auto& c) -> auto& { return c.supervision.reconcileInterval; }));
-  keys.push_back(textKey("supervision.on_stop", [](auto& c) -> auto& { return c.supervision.onStop; }, oneOf({"leave", "stop"})));
-  keys.push_back(durationKey("supervision.stop_timeout", [](auto& c) -> auto& { return c.supervision.stopTimeout; }));
-  keys.push_back(textKey("platform.detect", [](auto& c) -> auto& { return c.platform.detect; },
-                         oneOf({"auto", "none", "aws", "azure", "gcp"})));
-  keys.push_back(textKey("http.listen", [](auto& c) -> auto& { return c.http.listen; }, checkListen));
-  keys.push_back(textKey("logging.level", [](auto& c) -> auto& { return c.logging.level; },
-                         oneOf({"trace", "debug", "info", "warn", "error", "critical", "off"})));
-  keys.push_back(textKey("logging.format", [](auto& c) -> auto& { return c.logging.format; }, oneOf({"text", "json"})));
+  keys.push_back(withCredentials(textKey(
+      "sensor.proxy.qualys_https_proxy", [](auto& c) -> auto& { return c.sensor.proxy.qualysHttpsProxy; },
+      url({"http", "https"}, false))));
+  keys.push_back(withCredentials(textKey(
+      "sensor.proxy.https_proxy", [](auto& c) -> auto& { return c.sensor.proxy.httpsProxy; },
+      url({"http", "https"}, false))));
+  keys.push_back(textKey(
+      "sensor.proxy.ca_file", [](auto& c) -> auto& { return c.sensor.proxy.caFile; }, absolutePath(false)));
+  addSecretRefKeys(
+      keys, "secrets.activation_id", [](auto& c) -> auto& { return c.secrets.activationId; });
+  addSecretRefKeys(
+      keys, "secrets.customer_id", [](auto& c) -> auto& { return c.secrets.customerId; });
+  keys.push_back(textKey(
+      "registry_auth.kind", [](auto& c) -> auto& { return c.registryAuth.kind; },
+      oneOf({"none", "auto", "basic", "docker-config", "ecr", "acr", "gcr"})));
+  keys.push_back(textKey(
+      "registry_auth.username", [](auto& c) -> auto& { return c.registryAuth.username; }));
+  addSecretRefKeys(
+      keys, "registry_auth.password", [](auto& c) -> auto& { return c.registryAuth.password; });
+  keys.push_back(textKey(
+      "registry_auth.docker_config", [](auto& c) -> auto& { return c.registryAuth.dockerConfig; },
+      absolutePath(false)));
+  keys.push_back(durationKey(
+      "supervision.backoff.initial", [](auto& c) -> auto& { return c.supervision.backoff.initial; }));
+  keys.push_back(durationKey(
+      "supervision.backoff.max", [](auto& c) -> auto& { return c.supervision.backoff.max; }));
+  keys.push_back(numberKey(
+      "supervision.backoff.multiplier", [](auto& c) -> auto& { return c.supervision.backoff.multiplier; }));
+  keys.push_back(numberKey(
+      "supervision.backoff.jitter", [](auto& c) -> auto& { return c.supervision.backoff.jitter; }));
+  keys.push_back(durationKey(
+      "supervision.backoff.reset_after", [](auto& c) -> auto& { return c.supervision.backoff.resetAfter; }));
+  keys.push_back(durationKey(
+      "supervision.reconcile_interval", [](auto& c) -> auto& { return c.supervision.reconcileInterval; }));
+  keys.push_back(textKey(
+      "supervision.on_stop", [](auto& c) -> auto& { return c.supervision.onStop; }, oneOf({"leave", "stop"})));
+  keys.push_back(durationKey(
+      "supervision.stop_timeout", [](auto& c) -> auto& { return c.supervision.stopTimeout; }));
+  keys.push_back(textKey(
+      "platform.detect", [](auto& c) -> auto& { return c.platform.detect; },
+      oneOf({"auto", "none", "aws", "azure", "gcp"})));
+  keys.push_back(textKey(
+      "http.listen", [](auto& c) -> auto& { return c.http.listen; }, checkListen));
+  keys.push_back(textKey(
+      "logging.level", [](auto& c) -> auto& { return c.logging.level; },
+      oneOf({"trace", "debug", "info", "warn", "error", "critical", "off"})));
+  keys.push_back(textKey(
+      "logging.format", [](auto& c) -> auto& { return c.logging.format; }, oneOf({"text", "json"})));
   return keys;
 }
 
@@ -1097,13 +1150,47 @@ std::vector<std::string> knownPaths() {
 
 // capabilities(7), as of Linux 5.9.
 constexpr std::array<std::string_view, 41> kLinuxCapabilities{
-    "CHOWN",         "DAC_OVERRIDE",    "DAC_READ_SEARCH",  "FOWNER",        "FSETID",        "KILL",
-    "SETGID",        "SETUID",          "SETPCAP",          "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-    "NET_ADMIN",     "NET_RAW",         "IPC_LOCK",         "IPC_OWNER",     "SYS_MODULE",    "SYS_RAWIO",
-    "SYS_CHROOT",    "SYS_PTRACE",      "SYS_PACCT",        "SYS_ADMIN",     "SYS_BOOT",      "SYS_NICE",
-    "SYS_RESOURCE",  "SYS_TIME",        "SYS_TTY_CONFIG",   "MKNOD",         "LEASE",         "AUDIT_WRITE",
-    "AUDIT_CONTROL", "SETFCAP",         "MAC_OVERRIDE",     "MAC_ADMIN",     "SYSLOG",        "WAKE_ALARM",
-    "BLOCK_SUSPEND", "AUDIT_READ",      "PERFMON",          "BPF",           "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
 };
 
 // Container paths the agent mounts itself (SPEC "The sensor container").
@@ -1145,19 +1232,22 @@ void validateArgs(Loader& loader) {
     const std::string& arg = sensor.args[i];
     const std::string path = fmt::format("sensor.args[{}]", i);
     if (arg.empty() || arg.front() != '-') {
-      loader.problem(path, fmt::format("{} is not a flag; each argument must start with \"-\", e.g. --perform-sca-scan", quoteValue(arg)));
+      loader.problem(path, fmt::format("{} is not a flag; each argument must start with \"-\", e.g. --perform-sca-scan",
+                                       quoteValue(arg)));
       continue;
     }
     const std::string flag = arg.substr(0, arg.find('='));
     if (flag == "--registry-sensor" || flag == "--cicd-deployed-sensor") {
-      loader.problem(path, fmt::format("{} selects the sensor mode; remove it and set sensor.mode ({}) instead", quoteValue(arg),
-                                       flag == "--registry-sensor" ? "registry" : "cicd"));
+      loader.problem(path, fmt::format("{} selects the sensor mode; remove it and set sensor.mode ({}) instead",
+                                       quoteValue(arg), flag == "--registry-sensor" ? "registry" : "cicd"));
     } else if (flag == "--storage-driver-type" || flag == "--container-runtime") {
-      loader.problem(path, fmt::format("{} is derived by the agent from the detected runtime; remove it", quoteValue(arg)));
+      loader.problem(path,
+                     fmt::format("{} is derived by the agent from the detected runtime; remove it", quoteValue(arg)));
     } else if (flag == "--sensor-without-persistent-storage" && !sensor.storagePath.empty()) {
-      loader.problem(path, fmt::format("{} contradicts sensor.storage_path {} (set at {}); remove the flag or clear "
-                                       "sensor.storage_path",
-                                       quoteValue(arg), quoteValue(sensor.storagePath), loader.originOf("sensor.storage_path")));
+      loader.problem(
+          path, fmt::format("{} contradicts sensor.storage_path {} (set at {}); remove the flag or clear "
+                            "sensor.storage_path",
+                            quoteValue(arg), quoteValue(sensor.storagePath), loader.originOf("sensor.storage_path")));
     } else if (flag == "--optimize-image-scans" && sensor.mode != "general") {
       loader.warning(path, fmt::format("{} only has an effect in general mode, and sensor.mode is {}", quoteValue(arg),
                                        quoteValue(sensor.mode)));
@@ -1169,7 +1259,8 @@ void validateSensorEnv(Loader& loader) {
   for (const auto& [name, value] : loader.config.sensor.env) {
     const std::string path = "sensor.env." + name;
     if (!isEnvName(name)) {
-      loader.problem(path, fmt::format("{} is not a valid variable name; expected [A-Za-z_][A-Za-z0-9_]*", quoteValue(name)));
+      loader.problem(path,
+                     fmt::format("{} is not a valid variable name; expected [A-Za-z_][A-Za-z0-9_]*", quoteValue(name)));
       continue;
     }
     for (const auto& [reserved, instead] : kAgentEnvironment) {
@@ -1188,7 +1279,8 @@ void validateCapabilities(Loader& loader) {
     const std::string path = fmt::format("sensor.capabilities[{}]", i);
     const std::string& capability = capabilities[i];
     if (std::find(known.begin(), known.end(), capability) == known.end()) {
-      loader.problem(path, withSuggestion(fmt::format("{} is not a Linux capability (e.g. SYS_ADMIN, NET_ADMIN)", quoteValue(capability)),
+      loader.problem(path, withSuggestion(fmt::format("{} is not a Linux capability (e.g. SYS_ADMIN, NET_ADMIN)",
+                                                      quoteValue(capability)),
                                           closeMatches(capability, known)));
     } else if (!seen.insert(capability).second) {
       loader.problem(path, fmt::format("{} is listed twice", capability));
@@ -1213,21 +1305,23 @@ void validateResources(Loader& loader) {
   }};
   for (const Pair& pair : pairs) {
     bool positive = true;
-    for (const auto& [path, value] : {std::pair{pair.request, pair.requestValue}, std::pair{pair.limit, pair.limitValue}}) {
+    for (const auto& [path, value] :
+         {std::pair{pair.request, pair.requestValue}, std::pair{pair.limit, pair.limitValue}}) {
       if (value <= 0) {
         loader.problem(path, fmt::format("{} must be greater than zero", pair.format(value)));
         positive = false;
       }
     }
     if (positive && pair.requestValue > pair.limitValue) {
-      loader.problem(pair.request, fmt::format("{} is more than {} {}; a request cannot exceed its limit",
-                                               pair.format(pair.requestValue), pair.limit, pair.format(pair.limitValue)));
+      loader.problem(pair.request,
+                     fmt::format("{} is more than {} {}; a request cannot exceed its limit",
+                                 pair.format(pair.requestValue), pair.limit, pair.format(pair.limitValue)));
     }
   }
   constexpr int64_t kDockerMinimumMemory = 6LL << 20;
   if (resources.memoryLimitBytes > 0 && resources.memoryLimitBytes < kDockerMinimumMemory) {
-    loader.problem("sensor.resources.memory_limit",
-                   fmt::format("{} is below 6Mi, the smallest limit Docker accepts", formatMemoryQuantity(resources.memoryLimitBytes)));
+    loader.problem("sensor.resources.memory_limit", fmt::format("{} is below 6Mi, the smallest limit Docker accepts",
+                                                                formatMemoryQuantity(resources.memoryLimitBytes)));
   }
 }
 
@@ -1246,9 +1340,11 @@ void validateMounts(Loader& loader) {
     if (mounts[i].target.empty() || mounts[i].target.front() != '/') continue;
     const std::string target = withoutTrailingSlashes(mounts[i].target);
     if (std::find(kAgentMountTargets.begin(), kAgentMountTargets.end(), target) != kAgentMountTargets.end()) {
-      loader.problem(path + ".target", fmt::format("{} is a target the agent mounts itself; choose another", quoteValue(target)));
+      loader.problem(path + ".target",
+                     fmt::format("{} is a target the agent mounts itself; choose another", quoteValue(target)));
     } else if (!targets.insert(target).second) {
-      loader.problem(path + ".target", fmt::format("{} is already the target of another extra mount", quoteValue(target)));
+      loader.problem(path + ".target",
+                     fmt::format("{} is already the target of another extra mount", quoteValue(target)));
     }
   }
 }
@@ -1284,7 +1380,8 @@ void validateSecretRef(Loader& loader, const std::string& prefix, const SecretRe
     return;
   }
   const auto& rules = secretSources();
-  const auto rule = std::find_if(rules.begin(), rules.end(), [&](const SecretSourceRule& r) { return r.source == ref.source; });
+  const auto rule =
+      std::find_if(rules.begin(), rules.end(), [&](const SecretSourceRule& r) { return r.source == ref.source; });
   if (rule == rules.end()) {
     loader.problem(sourcePath, *oneOf({"env", "file", "aws-secretsmanager"})(ref.source));
     return;
@@ -1300,9 +1397,11 @@ void validateSecretRef(Loader& loader, const std::string& prefix, const SecretRe
   const std::string requiredPath = prefix + "." + std::string(rule->fields.front());
   if (ref.source == "env") {
     if (ref.name.empty()) {
-      loader.problemBecauseOf(requiredPath, "is required with source env: the agent's environment variable to read", sourcePath);
+      loader.problemBecauseOf(requiredPath, "is required with source env: the agent's environment variable to read",
+                              sourcePath);
     } else if (!isEnvName(ref.name)) {
-      loader.problem(requiredPath, fmt::format("{} is not a valid variable name; expected [A-Za-z_][A-Za-z0-9_]*", quoteValue(ref.name)));
+      loader.problem(requiredPath, fmt::format("{} is not a valid variable name; expected [A-Za-z_][A-Za-z0-9_]*",
+                                               quoteValue(ref.name)));
     }
   } else if (ref.source == "file") {
     if (ref.path.empty()) {
@@ -1312,13 +1411,15 @@ void validateSecretRef(Loader& loader, const std::string& prefix, const SecretRe
     }
   } else {
     if (ref.secretId.empty()) {
-      loader.problemBecauseOf(requiredPath, "is required with source aws-secretsmanager: the secret's ARN or name", sourcePath);
+      loader.problemBecauseOf(requiredPath, "is required with source aws-secretsmanager: the secret's ARN or name",
+                              sourcePath);
     }
     if (!ref.endpoint.empty()) {
       if (auto wrong = checkUrl(ref.endpoint, {"http", "https"})) loader.problem(prefix + ".endpoint", *wrong);
     }
     if (!ref.region.empty() && !isSimpleName(ref.region, "-")) {
-      loader.problem(prefix + ".region", fmt::format("{} is not an AWS region name, e.g. eu-west-1", quoteValue(ref.region)));
+      loader.problem(prefix + ".region",
+                     fmt::format("{} is not an AWS region name, e.g. eu-west-1", quoteValue(ref.region)));
     }
   }
 }
@@ -1329,19 +1430,24 @@ void validateRegistryAuth(Loader& loader) {
   const bool basic = auth.kind == "basic";
   const bool dockerConfig = auth.kind == "docker-config";
   if (basic) {
-    if (auth.username.empty()) loader.problemBecauseOf("registry_auth.username", "is required with kind basic", kindPath);
+    if (auth.username.empty())
+      loader.problemBecauseOf("registry_auth.username", "is required with kind basic", kindPath);
     validateSecretRef(loader, "registry_auth.password", auth.password, kindPath);
   } else {
-    if (!auth.username.empty()) loader.problem("registry_auth.username", fmt::format("is only used with kind basic (kind is {})", quoteValue(auth.kind)));
+    if (!auth.username.empty())
+      loader.problem("registry_auth.username",
+                     fmt::format("is only used with kind basic (kind is {})", quoteValue(auth.kind)));
     if (anyFieldSet(auth.password)) {
-      loader.problem("registry_auth.password", fmt::format("is only used with kind basic (kind is {})", quoteValue(auth.kind)));
+      loader.problem("registry_auth.password",
+                     fmt::format("is only used with kind basic (kind is {})", quoteValue(auth.kind)));
     }
   }
   if (dockerConfig && auth.dockerConfig.empty()) {
-    loader.problemBecauseOf("registry_auth.docker_config", "is required with kind docker-config: the absolute path of a Docker config.json",
-                            kindPath);
+    loader.problemBecauseOf("registry_auth.docker_config",
+                            "is required with kind docker-config: the absolute path of a Docker config.json", kindPath);
   } else if (!dockerConfig && !auth.dockerConfig.empty()) {
-    loader.problem("registry_auth.docker_config", fmt::format("is only used with kind docker-config (kind is {})", quoteValue(auth.kind)));
+    loader.problem("registry_auth.docker_config",
+                   fmt::format("is only used with kind docker-config (kind is {})", quoteValue(auth.kind)));
   }
 }
 
@@ -1349,28 +1455,34 @@ void validateSupervision(Loader& loader) {
   const auto& supervision = loader.config.supervision;
   const auto& backoff = supervision.backoff;
   if (backoff.initial <= milliseconds::zero()) {
-    loader.problem("supervision.backoff.initial", fmt::format("{} must be greater than zero", formatDuration(backoff.initial)));
+    loader.problem("supervision.backoff.initial",
+                   fmt::format("{} must be greater than zero", formatDuration(backoff.initial)));
   }
   if (backoff.max < backoff.initial) {
-    loader.problem("supervision.backoff.max", fmt::format("{} is less than supervision.backoff.initial {}",
-                                                          formatDuration(backoff.max), formatDuration(backoff.initial)));
+    loader.problem("supervision.backoff.max",
+                   fmt::format("{} is less than supervision.backoff.initial {}", formatDuration(backoff.max),
+                               formatDuration(backoff.initial)));
   }
   if (!(backoff.multiplier >= 1)) {
-    loader.problem("supervision.backoff.multiplier", fmt::format("{} must be at least 1", formatNumber(backoff.multiplier)));
+    loader.problem("supervision.backoff.multiplier",
+                   fmt::format("{} must be at least 1", formatNumber(backoff.multiplier)));
   }
   if (!(backoff.jitter >= 0 && backoff.jitter < 1)) {
-    loader.problem("supervision.backoff.jitter",
-                   fmt::format("{} must be at least 0 and less than 1 (a fraction, e.g. 0.1)", formatNumber(backoff.jitter)));
+    loader.problem(
+        "supervision.backoff.jitter",
+        fmt::format("{} must be at least 0 and less than 1 (a fraction, e.g. 0.1)", formatNumber(backoff.jitter)));
   }
   if (backoff.resetAfter <= milliseconds::zero()) {
-    loader.problem("supervision.backoff.reset_after", fmt::format("{} must be greater than zero", formatDuration(backoff.resetAfter)));
+    loader.problem("supervision.backoff.reset_after",
+                   fmt::format("{} must be greater than zero", formatDuration(backoff.resetAfter)));
   }
   if (supervision.reconcileInterval < std::chrono::seconds(1)) {
-    loader.problem("supervision.reconcile_interval",
-                   fmt::format("{} is too short; it must be at least 1s", formatDuration(supervision.reconcileInterval)));
+    loader.problem("supervision.reconcile_interval", fmt::format("{} is too short; it must be at least 1s",
+                                                                 formatDuration(supervision.reconcileInterval)));
   }
   if (supervision.stopTimeout < milliseconds::zero()) {
-    loader.problem("supervision.stop_timeout", fmt::format("{} must not be negative", formatDuration(supervision.stopTimeout)));
+    loader.problem("supervision.stop_timeout",
+                   fmt::format("{} must not be negative", formatDuration(supervision.stopTimeout)));
   }
 }
 
@@ -1412,7 +1524,8 @@ Result<int64_t> parseQuantity(const std::string& text, std::string_view what, co
   Decimal number;
   const NumberScan scan = readDecimal(rest, number);
   if (scan == NumberScan::kTooLarge) return invalid(fmt::format("{} is too large", quoteValue(trimmed)));
-  if (scan == NumberScan::kTooPrecise) return invalid(fmt::format("{} has too many decimal places", quoteValue(trimmed)));
+  if (scan == NumberScan::kTooPrecise)
+    return invalid(fmt::format("{} has too many decimal places", quoteValue(trimmed)));
   const auto unit = std::find_if(units.begin(), units.end(), [&](const Unit& u) { return u.suffix == rest; });
   if (scan == NumberScan::kMissing || unit == units.end()) {
     return invalid(fmt::format("{} is not a {}; {}", quoteValue(trimmed), what, accepted));
@@ -1432,10 +1545,18 @@ constexpr int64_t kK = 1000;
 const std::vector<Unit>& memoryUnits() {
   static const std::vector<Unit> units{
       {"", 1},
-      {"k", kK}, {"M", kK * kK}, {"G", kK * kK * kK}, {"T", kK * kK * kK * kK}, {"P", kK * kK * kK * kK * kK},
+      {"k", kK},
+      {"M", kK * kK},
+      {"G", kK * kK * kK},
+      {"T", kK * kK * kK * kK},
+      {"P", kK * kK * kK * kK * kK},
       {"E", kK * kK * kK * kK * kK * kK},
-      {"Ki", kKi}, {"Mi", kKi * kKi}, {"Gi", kKi * kKi * kKi}, {"Ti", kKi * kKi * kKi * kKi},
-      {"Pi", kKi * kKi * kKi * kKi * kKi}, {"Ei", kKi * kKi * kKi * kKi * kKi * kKi},
+      {"Ki", kKi},
+      {"Mi", kKi * kKi},
+      {"Gi", kKi * kKi * kKi},
+      {"Ti", kKi * kKi * kKi * kKi},
+      {"Pi", kKi * kKi * kKi * kKi * kKi},
+      {"Ei", kKi * kKi * kKi * kKi * kKi * kKi},
   };
   return units;
 }
@@ -1457,13 +1578,16 @@ Result<milliseconds> parseDuration(const std::string& text) {
     Decimal number;
     const NumberScan scan = readDecimal(rest, number);
     if (scan == NumberScan::kTooLarge) return invalid(fmt::format("{} is too long", quoteValue(whole)));
-    if (scan == NumberScan::kTooPrecise) return invalid(fmt::format("{} has too many decimal places", quoteValue(whole)));
-    if (scan == NumberScan::kMissing) return invalid(fmt::format("{} is not a duration; {}", quoteValue(whole), kAccepted));
+    if (scan == NumberScan::kTooPrecise)
+      return invalid(fmt::format("{} has too many decimal places", quoteValue(whole)));
+    if (scan == NumberScan::kMissing)
+      return invalid(fmt::format("{} is not a duration; {}", quoteValue(whole), kAccepted));
     const size_t unitLength = static_cast<size_t>(std::find_if_not(rest.begin(), rest.end(), isAlpha) - rest.begin());
     const std::string_view suffix = rest.substr(0, unitLength);
     rest.remove_prefix(unitLength);
     if (suffix.empty()) {
-      return invalid(fmt::format("{} has a number without a unit; add one of ms, s, m, h (e.g. \"30s\")", quoteValue(whole)));
+      return invalid(
+          fmt::format("{} has a number without a unit; add one of ms, s, m, h (e.g. \"30s\")", quoteValue(whole)));
     }
     const auto unit = std::find_if(kUnits.begin(), kUnits.end(), [&](const Unit& u) { return u.suffix == suffix; });
     if (unit == kUnits.end()) {
@@ -1568,8 +1692,9 @@ Result<Config> loadConfig(const LoadOptions& options, std::vector<std::string>* 
       }
     } else {
       if (std::filesystem::is_directory(options.path, error)) {
-        return makeError(ErrorCode::kInvalidArgument,
-                         fmt::format("configuration file {} is a directory; give the path of a YAML file", options.path));
+        return makeError(
+            ErrorCode::kInvalidArgument,
+            fmt::format("configuration file {} is a directory; give the path of a YAML file", options.path));
       }
       std::ifstream file(options.path, std::ios::binary);
       if (!file) {
@@ -1593,8 +1718,9 @@ Result<Config> loadConfig(const LoadOptions& options, std::vector<std::string>* 
 // their password redacted, so a config holding proxy credentials is the one case that does not
 // survive parseConfig(renderConfigYaml(c)) unchanged.
 std::string renderConfigYaml(const Config& config) {
-  static const std::set<std::string> kFlowSections{"sensor.resources", "sensor.proxy", "secrets.activation_id",
-                                                   "secrets.customer_id", "registry_auth.password", "supervision.backoff"};
+  static const std::set<std::string> kFlowSections{"sensor.resources",       "sensor.proxy",
+                                                   "secrets.activation_id",  "secrets.customer_id",
+                                                   "registry_auth.password", "supervision.backoff"};
   YAML::Emitter out;
   out << YAML::BeginMap;
   std::vector<std::string> open;  // the sections currently open, outermost first

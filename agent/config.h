@@ -24,9 +24,9 @@ namespace qcs::agent {
 
 // Where a secret comes from. Only the fields of the chosen source are set.
 struct SecretRef {
-  std::string source;  // env | file | aws-secretsmanager
-  std::string name;    // env: the variable of the agent's own environment
-  std::string path;    // file: the file holding the value
+  std::string source;                                             // env | file | aws-secretsmanager
+  std::string name;                                               // env: the variable of the agent's own environment
+  std::string path;                                               // file: the file holding the value
   std::string secretId, jsonKey, region, versionStage, endpoint;  // aws-secretsmanager
   bool isSet() const { return !source.empty(); }
   bool operator==(const SecretRef&) const = default;
@@ -54,8 +54,8 @@ struct Config {
     std::string name = "qualys-container-sensor";
     std::string mode = "registry";  // general | registry | cicd
     std::string podUrl = "https://cmsqagpublic.qg2.apps.qualys.com/ContainerSensor";
-    std::vector<std::string> args{"--perform-sca-scan", "--optimize-image-scans",
-                                  "--sensor-without-persistent-storage", "--enable-console-logs"};
+    std::vector<std::string> args{"--perform-sca-scan", "--optimize-image-scans", "--sensor-without-persistent-storage",
+                                  "--enable-console-logs"};
     std::map<std::string, std::string> env;
     std::vector<std::string> capabilities{"SYS_ADMIN", "DAC_OVERRIDE", "SETUID", "SETGID"};
     struct Resources {
@@ -116,7 +116,7 @@ struct Config {
   } http;
 
   struct Logging {
-    std::string level = "info";  // trace | debug | info | warn | error | critical | off
+    std::string level = "info";   // trace | debug | info | warn | error | critical | off
     std::string format = "text";  // text | json
     bool operator==(const Logging&) const = default;
   } logging;
@@ -127,7 +127,7 @@ struct Config {
 
 struct LoadOptions {
   std::string path = "/etc/qcs-agent/agent.yaml";
-  bool pathExplicit = false;  // --config given: a missing file is an error, not "use defaults"
+  bool pathExplicit = false;                       // --config given: a missing file is an error, not "use defaults"
   std::map<std::string, std::string> environment;  // the process environment (QCS_* are read)
   std::vector<std::pair<std::string, std::string>> overrides;  // --set key=value, in order
 };

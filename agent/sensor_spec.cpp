@@ -57,18 +57,20 @@ Result<ContainerSpec> buildSensorSpec(const Config& config, const SensorSecrets&
 
   auto exists = [&](const std::string& p) { return context.hostPathExists && context.hostPathExists(p); };
   if (!context.runtimeSocketHost.empty()) {
-    const char* target = context.runtimeKind == "containerd" ? "/run/containerd/containerd.sock" : "/var/run/docker.sock";
+    const char* target =
+        context.runtimeKind == "containerd" ? "/run/containerd/containerd.sock" : "/var/run/docker.sock";
     spec.mounts.push_back(Mount{context.runtimeSocketHost, target, false});
   }
   for (const char* dir : {"/var/lib/docker", "/var/lib/containerd"}) {
     if (exists(dir)) spec.mounts.push_back(Mount{dir, dir, true});
   }
-  if (exists("/etc/qualys")) spec.mounts.push_back(Mount{"/etc/qualys", "/usr/local/qualys/qpa/data/conf/agent-data", false});
+  if (exists("/etc/qualys"))
+    spec.mounts.push_back(Mount{"/etc/qualys", "/usr/local/qualys/qpa/data/conf/agent-data", false});
 
   auto requireHostPath = [&](const std::string& key, const std::string& path) -> Status {
     if (exists(path)) return okStatus();
-    return makeError(ErrorCode::kNotFound, key + ": " + path + " does not exist on the host (create it, or change " +
-                                               key + ")");
+    return makeError(ErrorCode::kNotFound,
+                     key + ": " + path + " does not exist on the host (create it, or change " + key + ")");
   };
   if (!sensor.storagePath.empty()) {
     if (auto st = requireHostPath("sensor.storage_path", sensor.storagePath); !st) return st.error();
@@ -100,7 +102,8 @@ Result<ContainerSpec> buildSensorSpec(const Config& config, const SensorSecrets&
 nlohmann::json specToJson(const ContainerSpec& spec, bool redactSecrets) {
   nlohmann::json env = nlohmann::json::array();
   for (const auto& e : spec.env) {
-    env.push_back({{"name", e.name}, {"value", e.secret && redactSecrets ? std::string("<redacted>") : e.value},
+    env.push_back({{"name", e.name},
+                   {"value", e.secret && redactSecrets ? std::string("<redacted>") : e.value},
                    {"secret", e.secret}});
   }
   nlohmann::json mounts = nlohmann::json::array();

@@ -135,9 +135,7 @@ SteadyTime Supervisor::step() {
         break;
       case RuntimeEvent::Kind::kContainerExited:
       case RuntimeEvent::Kind::kContainerRemoved:
-      case RuntimeEvent::Kind::kContainerStarted:
-        reconcileRequested_ = true;
-        break;
+      case RuntimeEvent::Kind::kContainerStarted: reconcileRequested_ = true; break;
     }
   }
 
@@ -218,8 +216,8 @@ void Supervisor::markRuntimeDown(const Error& error, SteadyTime now) {
   bool wasUp = runtimeUp_;
   runtimeUp_ = false;
   if (wasUp || runtime_) runtimeWasDown_ = true;
-  auto delay = std::min<std::chrono::milliseconds>(options_.reconnectMax,
-                                                   options_.reconnectInitial * (1LL << std::min(reconnectFailures_, 16)));
+  auto delay = std::min<std::chrono::milliseconds>(
+      options_.reconnectMax, options_.reconnectInitial * (1LL << std::min(reconnectFailures_, 16)));
   ++reconnectFailures_;
   reconnectAt_ = now + delay;
   updateStatus([&](SupervisorStatus& s) { s.runtimeUp = false; });
@@ -366,8 +364,7 @@ void Supervisor::handleExisting(const ContainerInfo& sensor, const ContainerSpec
     case ContainerState::kCreated:
     case ContainerState::kExited:
     case ContainerState::kDead:
-    case ContainerState::kUnknown:
-      break;
+    case ContainerState::kUnknown: break;
   }
 
   currentId_ = sensor.id;
@@ -424,9 +421,10 @@ void Supervisor::handleExit(const ContainerInfo& sensor, SteadyTime now) {
     spdlog::warn("sensor {} was OOM-killed (exit code {}, memory limit reached); restart {} in {:.1f}s",
                  shortId(sensor.id), sensor.exitCode, backoff_.failures(), seconds(delay));
   } else if (irrecoverable) {
-    spdlog::error("sensor {} exited with code {}: the sensor reports an irrecoverable error that needs a "
-                  "configuration change (check its output below); retrying in {:.0f}s",
-                  shortId(sensor.id), sensor.exitCode, seconds(delay));
+    spdlog::error(
+        "sensor {} exited with code {}: the sensor reports an irrecoverable error that needs a "
+        "configuration change (check its output below); retrying in {:.0f}s",
+        shortId(sensor.id), sensor.exitCode, seconds(delay));
   } else {
     spdlog::warn("sensor {} exited with code {}{}; restart {} in {:.1f}s", shortId(sensor.id), sensor.exitCode,
                  sensor.exitCode == 24 ? " (recoverable, the sensor will retry)" : "", backoff_.failures(),

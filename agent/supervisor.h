@@ -49,8 +49,9 @@ enum class SensorState {
 };
 const char* sensorStateName(SensorState state);
 inline constexpr SensorState kAllSensorStates[] = {
-    SensorState::kPending, SensorState::kPulling, SensorState::kStarting,    SensorState::kRunning, SensorState::kBackoff,
-    SensorState::kFailed,  SensorState::kBlocked, SensorState::kRuntimeDown, SensorState::kStopped};
+    SensorState::kPending, SensorState::kPulling,     SensorState::kStarting,
+    SensorState::kRunning, SensorState::kBackoff,     SensorState::kFailed,
+    SensorState::kBlocked, SensorState::kRuntimeDown, SensorState::kStopped};
 
 enum class RestartReason { kExit, kOom, kMissing, kDrift, kUnhealthy, kRuntime };
 const char* restartReasonName(RestartReason reason);

@@ -35,7 +35,8 @@ bool validDigest(const std::string& d) {
   const std::string prefix = "sha256:";
   if (d.rfind(prefix, 0) != 0 || d.size() != prefix.size() + 64) return false;
   for (size_t i = prefix.size(); i < d.size(); ++i) {
-    if (!std::isxdigit(static_cast<unsigned char>(d[i])) || std::isupper(static_cast<unsigned char>(d[i]))) return false;
+    if (!std::isxdigit(static_cast<unsigned char>(d[i])) || std::isupper(static_cast<unsigned char>(d[i])))
+      return false;
   }
   return true;
 }

@@ -81,13 +81,13 @@ class DockerConfigAuth final : public RegistryAuthProvider {
   CredentialsResult credentialsFor(const ImageReference& image) override {
     std::ifstream in(path_);
     if (!in) {
-      return makeError(ErrorCode::kNotFound, "registry_auth.docker_config: cannot read " + path_ + ": " +
-                                                 std::strerror(errno));
+      return makeError(ErrorCode::kNotFound,
+                       "registry_auth.docker_config: cannot read " + path_ + ": " + std::strerror(errno));
     }
     nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
     if (doc.is_discarded() || !doc.is_object()) {
-      return makeError(ErrorCode::kInvalidArgument,
-                       "registry_auth.docker_config: " + path_ + " is not a JSON object (expected Docker's config.json)");
+      return makeError(ErrorCode::kInvalidArgument, "registry_auth.docker_config: " + path_ +
+                                                        " is not a JSON object (expected Docker's config.json)");
     }
     if (auto helpers = doc.find("credHelpers"); helpers != doc.end() && helpers->is_object()) {
       for (auto it = helpers->begin(); it != helpers->end(); ++it) {
@@ -106,8 +106,7 @@ class DockerConfigAuth final : public RegistryAuthProvider {
       }
     }
     if (auto store = doc.find("credsStore"); store != doc.end() && store->is_string()) {
-      return runCredentialHelper(store->get<std::string>(), helperServerName(image.registry),
-                                 std::chrono::seconds(30));
+      return runCredentialHelper(store->get<std::string>(), helperServerName(image.registry), std::chrono::seconds(30));
     }
     return std::optional<RegistryCredentials>{};
   }
@@ -164,9 +163,11 @@ CredentialsResult runCredentialHelper(const std::string& helper, const std::stri
   const std::string program = "docker-credential-" + helper;
   int inPipe[2];
   int outPipe[2];
-  if (::pipe2(inPipe, O_CLOEXEC) != 0) return makeError(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
+  if (::pipe2(inPipe, O_CLOEXEC) != 0)
+    return makeError(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
   Fd inRead(inPipe[0]), inWrite(inPipe[1]);
-  if (::pipe2(outPipe, O_CLOEXEC) != 0) return makeError(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
+  if (::pipe2(outPipe, O_CLOEXEC) != 0)
+    return makeError(ErrorCode::kInternal, "pipe: " + std::string(std::strerror(errno)));
   Fd outRead(outPipe[0]), outWrite(outPipe[1]);
 
   posix_spawn_file_actions_t actions;
@@ -225,8 +226,9 @@ CredentialsResult runCredentialHelper(const std::string& helper, const std::stri
   }
   auto doc = nlohmann::json::parse(output, nullptr, false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("Secret")) {
-    return makeError(ErrorCode::kProtocol, "credential helper " + program + " printed something that is not "
-                                           "{\"Username\",\"Secret\"} JSON");
+    return makeError(ErrorCode::kProtocol, "credential helper " + program +
+                                               " printed something that is not "
+                                               "{\"Username\",\"Secret\"} JSON");
   }
   RegistryCredentials creds;
   creds.serverAddress = server;

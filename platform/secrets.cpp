@@ -22,9 +22,9 @@ class EnvSecret final : public SecretSource {
   Result<std::string> read() override {
     auto value = lookup_(name_);
     if (!value) {
-      return makeError(ErrorCode::kNotFound,
-                       "environment variable " + name_ + " is not set (set it in the agent's environment, "
-                       "e.g. the systemd EnvironmentFile or the pod's env from a Secret)");
+      return makeError(ErrorCode::kNotFound, "environment variable " + name_ +
+                                                 " is not set (set it in the agent's environment, "
+                                                 "e.g. the systemd EnvironmentFile or the pod's env from a Secret)");
     }
     std::string trimmed(trim(*value));
     if (trimmed.empty()) {
@@ -67,9 +67,9 @@ class FileSecret final : public SecretSource {
     if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0 && !inKubernetesSecretVolume(path_)) {
       char mode[8];
       std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      return makeError(ErrorCode::kPermissionDenied,
-                       "secret file " + path_ + " has mode " + mode +
-                           ": group and others can read it; run `chmod 600 " + path_ + "`");
+      return makeError(ErrorCode::kPermissionDenied, "secret file " + path_ + " has mode " + mode +
+                                                         ": group and others can read it; run `chmod 600 " + path_ +
+                                                         "`");
     }
     std::ifstream in(path_, std::ios::binary);
     if (!in) {
@@ -94,9 +94,7 @@ std::unique_ptr<SecretSource> makeEnvSecret(std::string name, EnvLookup lookup) 
   return std::make_unique<EnvSecret>(std::move(name), std::move(lookup));
 }
 
-std::unique_ptr<SecretSource> makeFileSecret(std::string path) {
-  return std::make_unique<FileSecret>(std::move(path));
-}
+std::unique_ptr<SecretSource> makeFileSecret(std::string path) { return std::make_unique<FileSecret>(std::move(path)); }
 
 bool isUuid(const std::string& text) {
   if (text.size() != 36) return false;

@@ -68,9 +68,9 @@ const char* containerStateName(ContainerState state);
 
 struct ContainerInfo {
   std::string id;
-  std::string name;  // without Docker's leading '/'
-  std::string image;     // the reference it was created from
-  std::string imageId;   // content id / digest of the image
+  std::string name;     // without Docker's leading '/'
+  std::string image;    // the reference it was created from
+  std::string imageId;  // content id / digest of the image
   std::map<std::string, std::string> labels;
   ContainerState state = ContainerState::kUnknown;
   int exitCode = 0;

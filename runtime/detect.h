@@ -35,7 +35,7 @@ struct Candidate {
   std::string hostPath;  // the same socket as the host sees it (host_root removed), for mounts
   std::string origin;    // "runtime.endpoint", "DOCKER_HOST", "standard path"
   ProbeOutcome outcome = ProbeOutcome::kAbsent;
-  std::string detail;    // errno text, the daemon's answer, the version found
+  std::string detail;  // errno text, the daemon's answer, the version found
 };
 
 struct DetectOptions {

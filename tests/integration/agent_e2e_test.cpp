@@ -51,8 +51,7 @@ class AgentE2ETest : public ::testing::Test {
       << "  resources: {cpu_request: 100m, cpu_limit: 500m, memory_request: 16Mi, memory_limit: 64Mi}\n"
       << "  env: {STANDIN_LOG_INTERVAL: \"1\"}\n"
       << "  extra_mounts:\n  - {source: " << dir_.file("control") << ", target: /standin, read_only: true}\n"
-      << extraSensor
-      << "secrets:\n  activation_id: {source: env, name: QCS_E2E_ACTIVATION_ID}\n"
+      << extraSensor << "secrets:\n  activation_id: {source: env, name: QCS_E2E_ACTIVATION_ID}\n"
       << "  customer_id: {source: file, path: " << dir_.file("customer-id") << "}\n"
       << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
       << "  reconcile_interval: 5s\n"
@@ -134,7 +133,8 @@ TEST_F(AgentE2ETest, CreatesTheSensorExactlyPerSpec) {
                                             "--sensor-without-persistent-storage", "--enable-console-logs",
                                             "--storage-driver-type", "overlay2"}));
   std::set<std::string> envNames;
-  for (const auto& e : c["Config"]["Env"]) envNames.insert(e.get<std::string>().substr(0, e.get<std::string>().find('=')));
+  for (const auto& e : c["Config"]["Env"])
+    envNames.insert(e.get<std::string>().substr(0, e.get<std::string>().find('=')));
   for (const char* name : {"ACTIVATIONID", "CUSTOMERID", "POD_URL", "STANDIN_LOG_INTERVAL"}) {
     EXPECT_TRUE(envNames.count(name)) << name;
   }
@@ -288,7 +288,8 @@ TEST_F(AgentE2ETest, AStraySecondCopyIsRemoved) {
   agent_ = startAgent(config());
   ASSERT_TRUE(waitRunning()) << agent_->output();
   std::string id = sensorId();
-  ASSERT_TRUE(dockerd_->cli("run -d --name qcs-stray --network none --label io.qcs-agent.managed=true qcs-standin:test").ok());
+  ASSERT_TRUE(
+      dockerd_->cli("run -d --name qcs-stray --network none --label io.qcs-agent.managed=true qcs-standin:test").ok());
   // A scanning container the sensor launched is not ours to touch.
   ASSERT_TRUE(dockerd_->cli("run -d --name QCS-Image-Scanning-0abc --network none qcs-standin:test").ok());
   ASSERT_TRUE(waitFor([&] { return inspect("qcs-stray").is_null(); }, 30s)) << agent_->output();
@@ -326,8 +327,8 @@ TEST_F(AgentE2ETest, ABadConfigExits78AndLeavesTheRunningSensorAlone) {
   agent_->kill(SIGTERM);
   ASSERT_EQ(agent_->wait(20s), 0);
 
-  for (const std::string& bad : {config("  mode: banana\n"), config("  imagee: x\n"),
-                                 config("", "platform:\n  detect: mars\n")}) {
+  for (const std::string& bad :
+       {config("  mode: banana\n"), config("  imagee: x\n"), config("", "platform:\n  detect: mars\n")}) {
     auto agent = startAgent(bad, "bad");
     auto code = agent->wait(20s);
     ASSERT_TRUE(code.has_value());

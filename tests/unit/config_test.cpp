@@ -100,10 +100,12 @@ class LoadTest : public ::testing::Test {
 
 TEST(DurationTest, ParsesUnitsAndCombinations) {
   const std::vector<std::pair<std::string, int64_t>> cases{
-      {"1500ms", 1500},   {"30s", 30'000},       {"5m", 300'000},       {"1h", 3'600'000},
-      {"1h30m", 5'400'000}, {"1m30s", 90'000},   {"0.5s", 500},         {"1.5h", 5'400'000},
-      {"0s", 0},          {"0ms", 0},            {"10ms", 10},          {"0.001s", 1},
-      {" 45s ", 45'000},  {"2h0m5s", 7'205'000}, {"100h", 360'000'000}, {"1s500ms", 1500},
+      {"1500ms", 1500},  {"30s", 30'000},       {"5m", 300'000},
+      {"1h", 3'600'000}, {"1h30m", 5'400'000},  {"1m30s", 90'000},
+      {"0.5s", 500},     {"1.5h", 5'400'000},   {"0s", 0},
+      {"0ms", 0},        {"10ms", 10},          {"0.001s", 1},
+      {" 45s ", 45'000}, {"2h0m5s", 7'205'000}, {"100h", 360'000'000},
+      {"1s500ms", 1500},
   };
   for (const auto& [text, expected] : cases) {
     auto parsed = parseDuration(text);
@@ -114,13 +116,26 @@ TEST(DurationTest, ParsesUnitsAndCombinations) {
 
 TEST(DurationTest, RejectsWithAReason) {
   const std::vector<std::pair<std::string, std::string>> cases{
-      {"30", "unit"},          {"0", "unit"},           {"1.5", "unit"},
-      {"1h30", "unit"},        {"-5s", "negative"},     {"-30", "negative"},
-      {"", "empty"},           {"   ", "empty"},        {"abc", "not a duration"},
-      {"s", "not a duration"}, {"+5s", "not a duration"}, {"5d", "unknown unit"},
-      {"5S", "unknown unit"},  {"0.0001s", "millisecond"}, {"1.0005s", "millisecond"},
-      {"99999999999999999h", "too long"}, {"1 h", "unit"}, {"5s!", "not a duration"},
-      {"1234567890123456789012s", "too long"}, {"0.1234567890123456789012s", "decimal places"},
+      {"30", "unit"},
+      {"0", "unit"},
+      {"1.5", "unit"},
+      {"1h30", "unit"},
+      {"-5s", "negative"},
+      {"-30", "negative"},
+      {"", "empty"},
+      {"   ", "empty"},
+      {"abc", "not a duration"},
+      {"s", "not a duration"},
+      {"+5s", "not a duration"},
+      {"5d", "unknown unit"},
+      {"5S", "unknown unit"},
+      {"0.0001s", "millisecond"},
+      {"1.0005s", "millisecond"},
+      {"99999999999999999h", "too long"},
+      {"1 h", "unit"},
+      {"5s!", "not a duration"},
+      {"1234567890123456789012s", "too long"},
+      {"0.1234567890123456789012s", "decimal places"},
   };
   for (const auto& [text, reason] : cases) {
     auto parsed = parseDuration(text);
@@ -138,9 +153,9 @@ TEST(DurationTest, BareNumberMessageSaysToAddAUnit) {
 
 TEST(DurationTest, FormatsShortestNaturalForm) {
   const std::vector<std::pair<int64_t, std::string>> cases{
-      {30'000, "30s"},     {300'000, "5m"},     {5'400'000, "1h30m"}, {1500, "1500ms"}, {0, "0s"},
-      {3'600'000, "1h"},   {3'605'000, "1h5s"}, {86'400'000, "24h"},  {1, "1ms"},       {90'000, "1m30s"},
-      {-2000, "-2s"},
+      {30'000, "30s"}, {300'000, "5m"},   {5'400'000, "1h30m"}, {1500, "1500ms"},
+      {0, "0s"},       {3'600'000, "1h"}, {3'605'000, "1h5s"},  {86'400'000, "24h"},
+      {1, "1ms"},      {90'000, "1m30s"}, {-2000, "-2s"},
   };
   for (const auto& [ms, text] : cases) EXPECT_EQ(formatDuration(milliseconds(ms)), text) << ms;
 }
@@ -159,8 +174,8 @@ TEST(DurationTest, FormatThenParseIsIdentity) {
 
 TEST(CpuQuantityTest, ParsesCoresAndMillicores) {
   const std::vector<std::pair<std::string, int64_t>> cases{
-      {"250m", 250}, {"0.5", 500}, {"2", 2000},     {"1.5", 1500}, {"0.001", 1},
-      {"1000m", 1000}, {"0", 0},   {"0.25", 250},   {".5", 500},   {"16", 16'000},
+      {"250m", 250},   {"0.5", 500}, {"2", 2000},   {"1.5", 1500}, {"0.001", 1},
+      {"1000m", 1000}, {"0", 0},     {"0.25", 250}, {".5", 500},   {"16", 16'000},
   };
   for (const auto& [text, expected] : cases) {
     auto parsed = parseCpuQuantity(text);
@@ -171,10 +186,17 @@ TEST(CpuQuantityTest, ParsesCoresAndMillicores) {
 
 TEST(CpuQuantityTest, RejectsWithAReason) {
   const std::vector<std::pair<std::string, std::string>> cases{
-      {"-1", "negative"},           {"-250m", "negative"},     {"abc", "not a CPU quantity"},
-      {"2x", "not a CPU quantity"}, {"1 core", "not a CPU quantity"}, {"1e3", "not a CPU quantity"},
-      {"", "empty"},                {"1.5m", "millicore"},     {"0.0005", "millicore"},
-      {"99999999999999999", "too large"}, {"250M", "not a CPU quantity"},
+      {"-1", "negative"},
+      {"-250m", "negative"},
+      {"abc", "not a CPU quantity"},
+      {"2x", "not a CPU quantity"},
+      {"1 core", "not a CPU quantity"},
+      {"1e3", "not a CPU quantity"},
+      {"", "empty"},
+      {"1.5m", "millicore"},
+      {"0.0005", "millicore"},
+      {"99999999999999999", "too large"},
+      {"250M", "not a CPU quantity"},
   };
   for (const auto& [text, reason] : cases) {
     auto parsed = parseCpuQuantity(text);
@@ -196,10 +218,10 @@ TEST(CpuQuantityTest, FormatsCanonically) {
 
 TEST(MemoryQuantityTest, ParsesKubernetesSuffixes) {
   const std::vector<std::pair<std::string, int64_t>> cases{
-      {"512Mi", 512LL << 20},   {"1Gi", 1LL << 30},     {"1G", 1'000'000'000},  {"1000", 1000},
-      {"128k", 128'000},        {"1.5Gi", 1'610'612'736}, {"1Ki", 1024},        {"1Ti", 1LL << 40},
-      {"1T", 1'000'000'000'000}, {"1M", 1'000'000},     {"0.5Ki", 512},         {"0", 0},
-      {"2Ei", 2LL << 60},       {"1.5k", 1500},         {"6Mi", 6LL << 20},
+      {"512Mi", 512LL << 20},    {"1Gi", 1LL << 30},       {"1G", 1'000'000'000}, {"1000", 1000},
+      {"128k", 128'000},         {"1.5Gi", 1'610'612'736}, {"1Ki", 1024},         {"1Ti", 1LL << 40},
+      {"1T", 1'000'000'000'000}, {"1M", 1'000'000},        {"0.5Ki", 512},        {"0", 0},
+      {"2Ei", 2LL << 60},        {"1.5k", 1500},           {"6Mi", 6LL << 20},
   };
   for (const auto& [text, expected] : cases) {
     auto parsed = parseMemoryQuantity(text);
@@ -210,10 +232,18 @@ TEST(MemoryQuantityTest, ParsesKubernetesSuffixes) {
 
 TEST(MemoryQuantityTest, RejectsWithAReason) {
   const std::vector<std::pair<std::string, std::string>> cases{
-      {"-1Gi", "negative"},      {"abc", "not a memory quantity"}, {"1GB", "not a memory quantity"},
-      {"1K", "not a memory quantity"}, {"1e9", "not a memory quantity"}, {"Gi", "not a memory quantity"},
-      {"", "empty"},             {"1.5", "whole number of bytes"}, {"0.1Ki", "whole number of bytes"},
-      {"10Ei", "too large"},     {"9223372036854775808", "too large"}, {"512m", "Mi"},
+      {"-1Gi", "negative"},
+      {"abc", "not a memory quantity"},
+      {"1GB", "not a memory quantity"},
+      {"1K", "not a memory quantity"},
+      {"1e9", "not a memory quantity"},
+      {"Gi", "not a memory quantity"},
+      {"", "empty"},
+      {"1.5", "whole number of bytes"},
+      {"0.1Ki", "whole number of bytes"},
+      {"10Ei", "too large"},
+      {"9223372036854775808", "too large"},
+      {"512m", "Mi"},
   };
   for (const auto& [text, reason] : cases) {
     auto parsed = parseMemoryQuantity(text);
@@ -359,7 +389,8 @@ TEST(ConfigDefaultsTest, EveryDocumentedEnumValueIsAccepted) {
       EXPECT_TRUE(parseConfig(yaml).ok()) << yaml << ": " << parseConfig(yaml).message();
     }
   }
-  EXPECT_TRUE(parseConfig("registry_auth: {kind: basic, username: u, password: {source: env, name: REG_PASSWORD}}").ok());
+  EXPECT_TRUE(
+      parseConfig("registry_auth: {kind: basic, username: u, password: {source: env, name: REG_PASSWORD}}").ok());
   EXPECT_TRUE(parseConfig("registry_auth: {kind: docker-config, docker_config: /root/.docker/config.json}").ok());
 }
 
@@ -388,7 +419,8 @@ supervision: {stop_timeout: 0s, reconcile_interval: 1s, backoff: {initial: 500ms
   EXPECT_TRUE(c.sensor.extraMounts[0].readOnly);
   EXPECT_EQ(c.supervision.stopTimeout, milliseconds(0));
   for (const char* image : {"qualys/qcs-sensor", "localhost:5000/sensor", "127.0.0.1:5000/a/b:v1", "sensor",
-                            "myregistry.azurecr.io/q/s__x-y.z:V1_2", "gcr.io/p/s@sha256:" 
+                            "myregistry.azurecr.io/q/s__x-y.z:V1_2",
+                            "gcr.io/p/s@sha256:"
                             "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}) {
     EXPECT_TRUE(parseConfig(std::string("sensor: {image: \"") + image + "\"}").ok()) << image;
   }
@@ -410,8 +442,8 @@ TEST(ConfigDefaultsTest, NullValuesMeanEmpty) {
 struct RuleCase {
   const char* rule;
   const char* yaml;
-  const char* keyPath;        // must appear in the message
-  const char* detail = "";    // and so must this, when given
+  const char* keyPath;      // must appear in the message
+  const char* detail = "";  // and so must this, when given
 };
 
 class ValidationRuleTest : public ::testing::TestWithParam<RuleCase> {};
@@ -432,9 +464,10 @@ INSTANTIATE_TEST_SUITE_P(
         // unknown keys and types
         RuleCase{"unknown key", "sensor:\n  imagee: x\n", "sensor.imagee", "did you mean sensor.image"},
         RuleCase{"unknown section", "sensorr: {}\n", "sensorr", "did you mean sensor"},
-        RuleCase{"unknown nested key", "supervision: {backoff: {initial: 1s, maximum: 2m}}", "supervision.backoff.maximum"},
-        RuleCase{"unknown secret field", "secrets: {activation_id: {source: env, nmae: X}}", "secrets.activation_id.nmae",
-                 "secrets.activation_id.name"},
+        RuleCase{"unknown nested key", "supervision: {backoff: {initial: 1s, maximum: 2m}}",
+                 "supervision.backoff.maximum"},
+        RuleCase{"unknown secret field", "secrets: {activation_id: {source: env, nmae: X}}",
+                 "secrets.activation_id.nmae", "secrets.activation_id.name"},
         RuleCase{"unknown mount field", "sensor: {extra_mounts: [{source: /a, target: /b, readonly: true}]}",
                  "sensor.extra_mounts[0].readonly", "read_only"},
         RuleCase{"duplicate key", "sensor:\n  image: a\n  image: b\n", "sensor.image", "twice"},
@@ -449,12 +482,14 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"non-map mount", "sensor: {extra_mounts: [/a:/b]}", "sensor.extra_mounts[0]", "map"},
         RuleCase{"bad duration", "supervision: {reconcile_interval: 30}", "supervision.reconcile_interval", "unit"},
         RuleCase{"bad quantity", "sensor: {resources: {cpu_limit: lots}}", "sensor.resources.cpu_limit", "\"lots\""},
-        RuleCase{"bad number", "supervision: {backoff: {multiplier: double}}", "supervision.backoff.multiplier", "number"},
+        RuleCase{"bad number", "supervision: {backoff: {multiplier: double}}", "supervision.backoff.multiplier",
+                 "number"},
         // enums
         RuleCase{"runtime.kind", "runtime: {kind: podman}", "runtime.kind", "auto, docker, containerd"},
         RuleCase{"pull_policy", "sensor:\n  pull_policy: sometimes\n", "sensor.pull_policy",
                  "\"sometimes\" is not one of always, if-not-present, never (agent.yaml line 2)"},
-        RuleCase{"pull_policy suggestion", "sensor: {pull_policy: IfNotPresent}", "sensor.pull_policy", "if-not-present?"},
+        RuleCase{"pull_policy suggestion", "sensor: {pull_policy: IfNotPresent}", "sensor.pull_policy",
+                 "if-not-present?"},
         RuleCase{"mode", "sensor: {mode: both}", "sensor.mode", "general, registry, cicd"},
         RuleCase{"registry_auth.kind", "registry_auth: {kind: oauth}", "registry_auth.kind", "docker-config"},
         RuleCase{"on_stop", "supervision: {on_stop: kill}", "supervision.on_stop", "leave, stop"},
@@ -465,9 +500,12 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"host_root relative", "runtime: {host_root: host}", "runtime.host_root", "absolute"},
         RuleCase{"host_root empty", "runtime: {host_root: \"\"}", "runtime.host_root", "empty"},
         RuleCase{"endpoint relative", "runtime: {endpoint: run/docker.sock}", "runtime.endpoint", "absolute"},
-        RuleCase{"endpoint tcp", "runtime: {endpoint: \"tcp://10.0.0.1:2375\"}", "runtime.endpoint", "only unix sockets"},
-        RuleCase{"endpoint unix relative", "runtime: {endpoint: \"unix://run/x.sock\"}", "runtime.endpoint", "absolute"},
-        RuleCase{"namespace", "runtime: {containerd_namespace: -qualys}", "runtime.containerd_namespace", "[A-Za-z0-9]"},
+        RuleCase{"endpoint tcp", "runtime: {endpoint: \"tcp://10.0.0.1:2375\"}", "runtime.endpoint",
+                 "only unix sockets"},
+        RuleCase{"endpoint unix relative", "runtime: {endpoint: \"unix://run/x.sock\"}", "runtime.endpoint",
+                 "absolute"},
+        RuleCase{"namespace", "runtime: {containerd_namespace: -qualys}", "runtime.containerd_namespace",
+                 "[A-Za-z0-9]"},
         RuleCase{"namespace chars", "runtime: {containerd_namespace: \"qua lys\"}", "runtime.containerd_namespace"},
         // sensor identity
         RuleCase{"image empty", "sensor: {image: \"\"}", "sensor.image", "empty"},
@@ -491,16 +529,20 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"storage contradiction",
                  "sensor:\n  storage_path: /var/lib/qcs\n  args: [--sensor-without-persistent-storage]\n",
                  "sensor.args[0]", "sensor.storage_path"},
-        RuleCase{"derived storage driver", "sensor: {args: [--storage-driver-type=overlay2]}", "sensor.args[0]", "derive"},
-        RuleCase{"derived runtime", "sensor: {args: [--perform-sca-scan, --container-runtime]}", "sensor.args[1]", "derive"},
+        RuleCase{"derived storage driver", "sensor: {args: [--storage-driver-type=overlay2]}", "sensor.args[0]",
+                 "derive"},
+        RuleCase{"derived runtime", "sensor: {args: [--perform-sca-scan, --container-runtime]}", "sensor.args[1]",
+                 "derive"},
         // env
         RuleCase{"env bad name", "sensor: {env: {\"1ABC\": x}}", "sensor.env.1ABC", "variable name"},
-        RuleCase{"env ACTIVATIONID", "sensor: {env: {ACTIVATIONID: x}}", "sensor.env.ACTIVATIONID", "secrets.activation_id"},
+        RuleCase{"env ACTIVATIONID", "sensor: {env: {ACTIVATIONID: x}}", "sensor.env.ACTIVATIONID",
+                 "secrets.activation_id"},
         RuleCase{"env CUSTOMERID", "sensor: {env: {CUSTOMERID: x}}", "sensor.env.CUSTOMERID", "secrets.customer_id"},
         RuleCase{"env POD_URL", "sensor: {env: {POD_URL: x}}", "sensor.env.POD_URL", "sensor.pod_url"},
         RuleCase{"env qualys proxy", "sensor: {env: {qualys_https_proxy: x}}", "sensor.env.qualys_https_proxy",
                  "sensor.proxy.qualys_https_proxy"},
-        RuleCase{"env https_proxy", "sensor: {env: {https_proxy: x}}", "sensor.env.https_proxy", "sensor.proxy.https_proxy"},
+        RuleCase{"env https_proxy", "sensor: {env: {https_proxy: x}}", "sensor.env.https_proxy",
+                 "sensor.proxy.https_proxy"},
         // capabilities
         RuleCase{"unknown capability", "sensor: {capabilities: [SYS_ADMIN, CAP_SYS_ADMN]}", "sensor.capabilities[1]",
                  "SYS_ADMIN"},
@@ -539,11 +581,13 @@ INSTANTIATE_TEST_SUITE_P(
                  "http://"},
         RuleCase{"proxy no scheme", "sensor: {proxy: {qualys_https_proxy: \"proxy:3128\"}}",
                  "sensor.proxy.qualys_https_proxy"},
-        RuleCase{"proxy no host", "sensor: {proxy: {https_proxy: \"http://:3128\"}}", "sensor.proxy.https_proxy", "host"},
+        RuleCase{"proxy no host", "sensor: {proxy: {https_proxy: \"http://:3128\"}}", "sensor.proxy.https_proxy",
+                 "host"},
         // secrets
-        RuleCase{"secret source unknown", "secrets: {activation_id: {source: vault, name: X}}", "secrets.activation_id.source",
-                 "env, file, aws-secretsmanager"},
-        RuleCase{"secret source missing", "secrets: {customer_id: {source: \"\"}}", "secrets.customer_id.source", "required"},
+        RuleCase{"secret source unknown", "secrets: {activation_id: {source: vault, name: X}}",
+                 "secrets.activation_id.source", "env, file, aws-secretsmanager"},
+        RuleCase{"secret source missing", "secrets: {customer_id: {source: \"\"}}", "secrets.customer_id.source",
+                 "required"},
         RuleCase{"env secret without name", "secrets: {activation_id: {source: env}}", "secrets.activation_id.name",
                  "required"},
         RuleCase{"env secret bad name", "secrets: {activation_id: {source: env, name: \"MY-ID\"}}",
@@ -554,13 +598,15 @@ INSTANTIATE_TEST_SUITE_P(
                  "secrets.customer_id.path", "absolute"},
         RuleCase{"aws secret without id", "secrets: {customer_id: {source: aws-secretsmanager, region: eu-west-1}}",
                  "secrets.customer_id.secret_id", "required"},
-        RuleCase{"aws secret bad endpoint", "secrets: {customer_id: {source: aws-secretsmanager, secret_id: x, endpoint: localhost}}",
+        RuleCase{"aws secret bad endpoint",
+                 "secrets: {customer_id: {source: aws-secretsmanager, secret_id: x, endpoint: localhost}}",
                  "secrets.customer_id.endpoint", "http://"},
         RuleCase{"field of another source", "secrets: {activation_id: {source: file, path: /x, name: X}}",
                  "secrets.activation_id.name", "not used with source file"},
         RuleCase{"field without source merges and conflicts", "secrets: {activation_id: {path: /run/x}}",
                  "secrets.activation_id.path", "source env"},
-        RuleCase{"secret ref as a scalar", "secrets: {activation_id: QUALYS_ACTIVATION_ID}", "secrets.activation_id", "map"},
+        RuleCase{"secret ref as a scalar", "secrets: {activation_id: QUALYS_ACTIVATION_ID}", "secrets.activation_id",
+                 "map"},
         // registry auth
         RuleCase{"basic without username", "registry_auth: {kind: basic, password: {source: env, name: P}}",
                  "registry_auth.username", "basic"},
@@ -586,8 +632,10 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"jitter one", "supervision: {backoff: {jitter: 1}}", "supervision.backoff.jitter", "less than 1"},
         RuleCase{"jitter negative", "supervision: {backoff: {jitter: -0.1}}", "supervision.backoff.jitter"},
         RuleCase{"multiplier nan", "supervision: {backoff: {multiplier: .nan}}", "supervision.backoff.multiplier"},
-        RuleCase{"reset_after zero", "supervision: {backoff: {reset_after: 0ms}}", "supervision.backoff.reset_after", "zero"},
-        RuleCase{"reconcile too short", "supervision: {reconcile_interval: 999ms}", "supervision.reconcile_interval", "1s"},
+        RuleCase{"reset_after zero", "supervision: {backoff: {reset_after: 0ms}}", "supervision.backoff.reset_after",
+                 "zero"},
+        RuleCase{"reconcile too short", "supervision: {reconcile_interval: 999ms}", "supervision.reconcile_interval",
+                 "1s"},
         RuleCase{"negative stop timeout", "supervision: {stop_timeout: -1s}", "supervision.stop_timeout", "negative"},
         // http
         RuleCase{"listen without port", "http: {listen: 127.0.0.1}", "http.listen", "port"},
@@ -682,9 +730,7 @@ TEST(ValidationTest, UnknownKeySuggestsTheClosestKnownKey) {
 // ---------------------------------------------------------------------------------------------
 // Files, environment and --set
 
-TEST_F(LoadTest, MissingDefaultFileMeansDefaults) {
-  EXPECT_EQ(loadOk({}), Config{});
-}
+TEST_F(LoadTest, MissingDefaultFileMeansDefaults) { EXPECT_EQ(loadOk({}), Config{}); }
 
 TEST_F(LoadTest, MissingExplicitFileIsAnErrorNamingThePath) {
   auto config = load({}, {}, dir_.missing());
@@ -702,14 +748,15 @@ TEST_F(LoadTest, ReadsTheFileAndNamesItInProblems) {
   const std::string path = dir_.file("agent.yaml", "sensor:\n  image: qualys/qcs-sensor:1.2\n  mode: sometimes\n");
   auto config = load({}, {}, path);
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(config.message(), HasSubstr("sensor.mode: \"sometimes\" is not one of general, registry, cicd (" + path +
-                                          " line 3)"));
+  EXPECT_THAT(config.message(),
+              HasSubstr("sensor.mode: \"sometimes\" is not one of general, registry, cicd (" + path + " line 3)"));
   const std::string good = dir_.file("good.yaml", "sensor:\n  image: qualys/qcs-sensor:1.2\n");
   EXPECT_EQ(loadOk({}, {}, good).sensor.image, "qualys/qcs-sensor:1.2");
 }
 
 TEST_F(LoadTest, EnvironmentBeatsTheFileAndSetBeatsTheEnvironment) {
-  const std::string path = dir_.file("agent.yaml", "sensor:\n  pull_policy: never\n  image: file/image\nlogging: {level: debug}\n");
+  const std::string path =
+      dir_.file("agent.yaml", "sensor:\n  pull_policy: never\n  image: file/image\nlogging: {level: debug}\n");
   const Config c = loadOk({{"QCS_SENSOR_PULL_POLICY", "always"}, {"QCS_SENSOR_IMAGE", "env/image"}},
                           {{"sensor.image", "set/image"}}, path);
   EXPECT_EQ(c.sensor.pullPolicy, "always");  // env over file
@@ -735,13 +782,15 @@ TEST_F(LoadTest, EveryOverridableKeyHasAnEnvironmentVariable) {
 }
 
 TEST_F(LoadTest, UnknownQcsVariablesAndOthersAreIgnored) {
-  const Config c = loadOk({{"QCS_SOMETHING_ELSE", "x"}, {"QCS_SENSOR_ENV", "x"}, {"PATH", "/bin"}, {"SENSOR_IMAGE", "x"}});
+  const Config c =
+      loadOk({{"QCS_SOMETHING_ELSE", "x"}, {"QCS_SENSOR_ENV", "x"}, {"PATH", "/bin"}, {"SENSOR_IMAGE", "x"}});
   EXPECT_EQ(c, Config{});
 }
 
 TEST_F(LoadTest, NearMissVariableIsAWarning) {
   loadOk({{"QCS_SENSOR_PULLPOLICY", "always"}});
-  EXPECT_THAT(warnings_, ::testing::Contains(AllOf(HasSubstr("QCS_SENSOR_PULLPOLICY"), HasSubstr("QCS_SENSOR_PULL_POLICY"))));
+  EXPECT_THAT(warnings_,
+              ::testing::Contains(AllOf(HasSubstr("QCS_SENSOR_PULLPOLICY"), HasSubstr("QCS_SENSOR_PULL_POLICY"))));
 }
 
 TEST_F(LoadTest, ProblemsNameTheirVariableOrSet) {
@@ -752,7 +801,8 @@ TEST_F(LoadTest, ProblemsNameTheirVariableOrSet) {
   EXPECT_THAT(config.message(), HasSubstr("(environment QCS_SUPERVISION_BACKOFF_INITIAL)"));
   EXPECT_THAT(config.message(), HasSubstr("logging.level: \"loud\" is not one of"));
   EXPECT_THAT(config.message(), HasSubstr("(environment QCS_LOGGING_LEVEL)"));
-  EXPECT_THAT(config.message(), HasSubstr("sensor.pull_policy: \"sometimes\" is not one of always, if-not-present, never (--set)"));
+  EXPECT_THAT(config.message(),
+              HasSubstr("sensor.pull_policy: \"sometimes\" is not one of always, if-not-present, never (--set)"));
 }
 
 TEST_F(LoadTest, ABadFileValueFixedByTheEnvironmentIsFine) {
@@ -763,7 +813,8 @@ TEST_F(LoadTest, ABadFileValueFixedByTheEnvironmentIsFine) {
 TEST_F(LoadTest, UnknownSetKeyIsAnErrorListingCloseMatches) {
   auto config = load({}, {{"sensor.imag", "x"}});
   ASSERT_FALSE(config.ok());
-  EXPECT_THAT(config.message(), AllOf(HasSubstr("sensor.imag: unknown key"), HasSubstr("sensor.image"), HasSubstr("--set")));
+  EXPECT_THAT(config.message(),
+              AllOf(HasSubstr("sensor.imag: unknown key"), HasSubstr("sensor.image"), HasSubstr("--set")));
 
   config = load({}, {{"sensor.env", "A=1"}});
   ASSERT_FALSE(config.ok());
@@ -789,7 +840,8 @@ TEST_F(LoadTest, SensorArgsAsACommaSeparatedList) {
 
 TEST_F(LoadTest, SettingASecretSourceReplacesTheWholeRef) {
   // The file's {source: file, path} replaces the env default entirely.
-  const std::string path = dir_.file("agent.yaml", "secrets:\n  activation_id: {source: file, path: /run/secrets/id}\n");
+  const std::string path =
+      dir_.file("agent.yaml", "secrets:\n  activation_id: {source: file, path: /run/secrets/id}\n");
   Config c = loadOk({}, {}, path);
   EXPECT_EQ(c.secrets.activationId, (SecretRef{"file", "", "/run/secrets/id", "", "", "", "", ""}));
 
@@ -815,13 +867,30 @@ TEST_F(LoadTest, MissingSecretFieldBlamesWhereTheSourceWasSet) {
 
 TEST(OverridableKeysTest, CoverEveryScalarWithUniqueVariables) {
   const auto& keys = overridableKeys();
-  for (const char* key : {"runtime.kind", "runtime.host_root", "runtime.containerd_namespace", "sensor.pull_policy",
-                          "sensor.pod_url", "sensor.args", "sensor.storage_path", "sensor.proxy.ca_file",
-                          "sensor.resources.memory_limit", "secrets.activation_id.source", "secrets.activation_id.name",
-                          "secrets.activation_id.path", "secrets.customer_id.secret_id", "registry_auth.username",
-                          "registry_auth.password.source", "registry_auth.password.name", "registry_auth.password.path",
-                          "registry_auth.docker_config", "supervision.backoff.initial", "supervision.backoff.reset_after",
-                          "supervision.stop_timeout", "platform.detect", "http.listen", "logging.format"}) {
+  for (const char* key : {"runtime.kind",
+                          "runtime.host_root",
+                          "runtime.containerd_namespace",
+                          "sensor.pull_policy",
+                          "sensor.pod_url",
+                          "sensor.args",
+                          "sensor.storage_path",
+                          "sensor.proxy.ca_file",
+                          "sensor.resources.memory_limit",
+                          "secrets.activation_id.source",
+                          "secrets.activation_id.name",
+                          "secrets.activation_id.path",
+                          "secrets.customer_id.secret_id",
+                          "registry_auth.username",
+                          "registry_auth.password.source",
+                          "registry_auth.password.name",
+                          "registry_auth.password.path",
+                          "registry_auth.docker_config",
+                          "supervision.backoff.initial",
+                          "supervision.backoff.reset_after",
+                          "supervision.stop_timeout",
+                          "platform.detect",
+                          "http.listen",
+                          "logging.format"}) {
     EXPECT_THAT(keys, ::testing::Contains(std::string(key)));
   }
   for (const char* yamlOnly : {"sensor.env", "sensor.capabilities", "sensor.extra_mounts"}) {
@@ -855,15 +924,16 @@ Config customConfig() {
   c.sensor.mode = "general";
   c.sensor.podUrl = "https://cmsqagpublic.qg3.apps.qualys.com:443/ContainerSensor";
   c.sensor.args = {"--perform-sca-scan", "--log-level=3"};
-  c.sensor.env = {{"LOG_LEVEL", "3"}, {"EMPTY", ""}, {"TRICKY", "a: b # c, \"d\" 'e'\n~"}, {"NULLISH", "null"},
-                  {"BOOLISH", "yes"}, {"NUMBER", "0x10"}};
+  c.sensor.env = {{"LOG_LEVEL", "3"},  {"EMPTY", ""},      {"TRICKY", "a: b # c, \"d\" 'e'\n~"},
+                  {"NULLISH", "null"}, {"BOOLISH", "yes"}, {"NUMBER", "0x10"}};
   c.sensor.capabilities = {"SYS_ADMIN", "NET_RAW"};
   c.sensor.resources = {100, 1500, 6LL << 20, 1'500'000'000};
   c.sensor.storagePath = "/var/lib/qcs";
   c.sensor.extraMounts = {{"/etc/ssl/certs", "/etc/ssl/certs", true}, {"/srv/with space", "/mnt/x:y", false}};
   c.sensor.proxy = {"http://proxy.corp:3128", "https://[::1]:8443/", "/etc/pki/ca.pem"};
-  c.secrets.activationId = {"aws-secretsmanager", "", "", "arn:aws:secretsmanager:eu-west-1:1:secret:x", "ACTIVATIONID",
-                            "eu-west-1", "AWSCURRENT", "http://127.0.0.1:4566"};
+  c.secrets.activationId = {
+      "aws-secretsmanager", "",          "",           "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+      "ACTIVATIONID",       "eu-west-1", "AWSCURRENT", "http://127.0.0.1:4566"};
   c.secrets.customerId = {"env", "CUSTOMER_ID", "", "", "", "", "", ""};
   c.registryAuth.kind = "basic";
   c.registryAuth.username = "robot$qcs";
@@ -903,7 +973,8 @@ TEST(OverridableKeysTest, EachKeyAcceptsItsOwnRenderedValue) {
     if (key.ends_with(".source")) {
       const std::string prefix = key.substr(0, key.size() - std::string("source").size());
       for (const std::string& sibling : overridableKeys()) {
-        if (sibling.starts_with(prefix) && sibling != key) overrides.emplace_back(sibling, renderedValue(rendered, sibling));
+        if (sibling.starts_with(prefix) && sibling != key)
+          overrides.emplace_back(sibling, renderedValue(rendered, sibling));
       }
     }
     LoadOptions options;
@@ -925,13 +996,15 @@ TEST(RenderTest, DefaultsRenderInSpecShape) {
   const std::string yaml = renderConfigYaml(Config{});
   for (const char* expected :
        {"runtime:\n  kind: auto\n", "host_root: /", "containerd_namespace: qualys", "image: qualys/qcs-sensor:latest",
-        "args: [--perform-sca-scan, --optimize-image-scans, --sensor-without-persistent-storage, --enable-console-logs]",
+        "args: [--perform-sca-scan, --optimize-image-scans, --sensor-without-persistent-storage, "
+        "--enable-console-logs]",
         "env: {}", "capabilities: [SYS_ADMIN, DAC_OVERRIDE, SETUID, SETGID]",
         "resources: {cpu_request: 250m, cpu_limit: 500m, memory_request: 512Mi, memory_limit: 1Gi}", "extra_mounts: []",
         "activation_id: {source: env, name: QUALYS_ACTIVATION_ID}",
         "customer_id: {source: file, path: /etc/qcs-agent/secrets/customer-id}",
         "backoff: {initial: 1s, max: 5m, multiplier: 2, jitter: 0.1, reset_after: 10m}", "reconcile_interval: 30s",
-        "on_stop: leave", "stop_timeout: 30s", "detect: auto", "listen: 127.0.0.1:9819", "level: info", "format: text"}) {
+        "on_stop: leave", "stop_timeout: 30s", "detect: auto", "listen: 127.0.0.1:9819", "level: info",
+        "format: text"}) {
     EXPECT_THAT(yaml, HasSubstr(expected));
   }
 }

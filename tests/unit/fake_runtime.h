@@ -66,7 +66,8 @@ class FakeRuntime final : public runtime::ContainerRuntime {
   const runtime::RuntimeInfo& info() const override { return info_; }
   Status ping() override { return down ? unavailable() : okStatus(); }
 
-  Result<std::vector<runtime::ContainerInfo>> listContainers(const std::map<std::string, std::string>& labels) override {
+  Result<std::vector<runtime::ContainerInfo>> listContainers(
+      const std::map<std::string, std::string>& labels) override {
     if (down) return unavailable();
     std::vector<runtime::ContainerInfo> out;
     for (const auto& [id, c] : containers_) {

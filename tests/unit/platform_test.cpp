@@ -128,7 +128,8 @@ TEST(RegistryAuthTest, BasicUsesTheSecretPassword) {
 TEST(RegistryAuthTest, DockerConfigAuthsEntries) {
   TempDir dir;
   std::string config = R"({"auths": {
-      "127.0.0.1:5000": {"auth": ")" + base64Encode("alice:pw-one") + R"("},
+      "127.0.0.1:5000": {"auth": ")" +
+                       base64Encode("alice:pw-one") + R"("},
       "https://index.docker.io/v1/": {"username": "bob", "password": "pw-two"},
       "token.example.com": {"identitytoken": "tok-three"}}})";
   auto path = dir.file("config.json", config, 0600);
@@ -168,7 +169,8 @@ TEST(RegistryAuthTest, CredentialHelpersAreRun) {
            0755);
   std::string oldPath = std::getenv("PATH") ? std::getenv("PATH") : "";
   ::setenv("PATH", (dir.path() + ":" + oldPath).c_str(), 1);
-  auto path = dir.file("config.json", R"({"credHelpers": {"127.0.0.1:5000": "qcstest"}, "credsStore": "qcstest"})", 0600);
+  auto path =
+      dir.file("config.json", R"({"credHelpers": {"127.0.0.1:5000": "qcstest"}, "credsStore": "qcstest"})", 0600);
   auto auth = makeDockerConfigAuth(path);
   auto creds = auth->credentialsFor(parseImageReference("127.0.0.1:5000/x:1").value());
   ASSERT_TRUE(creds.ok()) << creds.message();

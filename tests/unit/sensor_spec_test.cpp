@@ -83,8 +83,7 @@ TEST(SensorSpecTest, OptionalMountsAndProxy) {
   config.sensor.storagePath = "/var/lib/qualys";
   config.sensor.proxy = {"http://proxy:3128", "http://proxy2:3128", "/etc/ssl/proxy.crt"};
   config.sensor.extraMounts = {{"/opt/extra", "/extra", true}};
-  auto spec = buildSensorSpec(config, kSecrets,
-                              dockerContext({"/var/lib/qualys", "/etc/ssl/proxy.crt", "/opt/extra"}));
+  auto spec = buildSensorSpec(config, kSecrets, dockerContext({"/var/lib/qualys", "/etc/ssl/proxy.crt", "/opt/extra"}));
   ASSERT_TRUE(spec.ok()) << spec.message();
   EXPECT_EQ(envValue(*spec, "qualys_https_proxy"), "http://proxy:3128");
   EXPECT_EQ(envValue(*spec, "https_proxy"), "http://proxy2:3128");

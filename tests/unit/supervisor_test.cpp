@@ -119,8 +119,8 @@ TEST_F(SupervisorTest, NextDeadlineIsTheReconcileIntervalWhenAllIsWell) {
 }
 
 TEST_F(SupervisorTest, AdoptsARunningSensorWithTheSameSpecHash) {
-  std::string id = fake().addContainer(specSource.config.sensor.name,
-                                       {{kLabelManaged, "true"}, {kLabelSpecHash, specSource.hash(fake().info())}}, true);
+  std::string id = fake().addContainer(
+      specSource.config.sensor.name, {{kLabelManaged, "true"}, {kLabelSpecHash, specSource.hash(fake().info())}}, true);
   settle();
   EXPECT_EQ(fake().creates, 0);
   EXPECT_EQ(fake().starts, 0);
@@ -130,8 +130,8 @@ TEST_F(SupervisorTest, AdoptsARunningSensorWithTheSameSpecHash) {
 }
 
 TEST_F(SupervisorTest, ReplacesASensorWhoseSpecDrifted) {
-  std::string old = fake().addContainer(specSource.config.sensor.name,
-                                        {{kLabelManaged, "true"}, {kLabelSpecHash, "stale"}}, true);
+  std::string old =
+      fake().addContainer(specSource.config.sensor.name, {{kLabelManaged, "true"}, {kLabelSpecHash, "stale"}}, true);
   settle();
   EXPECT_EQ(fake().removes, 1);
   EXPECT_EQ(fake().creates, 1);
@@ -151,8 +151,10 @@ TEST_F(SupervisorTest, AChangedSecretReplacesTheSensor) {
 
 TEST_F(SupervisorTest, RemovesAStraySecondCopy) {
   std::string hash = specSource.hash(fake().info());
-  std::string keep = fake().addContainer(specSource.config.sensor.name, {{kLabelManaged, "true"}, {kLabelSpecHash, hash}}, true);
-  std::string stray = fake().addContainer("qualys-container-sensor-old", {{kLabelManaged, "true"}, {kLabelSpecHash, hash}}, true);
+  std::string keep =
+      fake().addContainer(specSource.config.sensor.name, {{kLabelManaged, "true"}, {kLabelSpecHash, hash}}, true);
+  std::string stray =
+      fake().addContainer("qualys-container-sensor-old", {{kLabelManaged, "true"}, {kLabelSpecHash, hash}}, true);
   settle();
   EXPECT_EQ(fake().all().size(), 1u);
   EXPECT_EQ(sensorId(), keep);
