@@ -16,11 +16,11 @@
 #include "agent/sensor_spec.h"
 #include "agent/supervisor.h"
 #include "agent/version.h"
-#include "platform/image_reference.h"
 #include "platform/registry_auth.h"
 #include "platform/secrets.h"
 #include "runtime/detect.h"
 #include "runtime/docker/docker_runtime.h"
+#include "runtime/image_reference.h"
 
 extern char** environ;
 
@@ -61,7 +61,7 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
   if (auth.kind == "docker-config") return platform::makeDockerConfigAuth(auth.dockerConfig);
   if (auth.kind == "auto") {
     // Without cloud credentials (ECR/ACR/GCR), "auto" means anonymous pulls.
-    auto ref = platform::parseImageReference(config.sensor.image);
+    auto ref = runtime::parseImageReference(config.sensor.image);
     if (ref) {
       const std::string& host = ref->registry;
       auto endsWith = [&](const std::string& suffix) {

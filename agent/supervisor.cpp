@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "agent/sensor_spec.h"
-#include "platform/image_reference.h"
+#include "runtime/image_reference.h"
 
 namespace qcs::agent {
 
@@ -519,7 +519,7 @@ Status Supervisor::ensureImage(const std::string& image) {
                                                  "(load the image, or set pull_policy: if-not-present)");
     }
   }
-  auto ref = platform::parseImageReference(image);
+  auto ref = runtime::parseImageReference(image);
   if (!ref) return ref.error();
   auto credentials = registryAuth_.credentialsFor(ref.value());
   if (!credentials) return withContext(credentials.error(), "registry credentials for " + ref->registry);

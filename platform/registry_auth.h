@@ -11,11 +11,13 @@
 #include <string>
 
 #include "common/result.h"
-#include "platform/image_reference.h"
+#include "runtime/image_reference.h"
 #include "platform/secrets.h"
 #include "runtime/container_runtime.h"
 
 namespace qcs::platform {
+
+using runtime::ImageReference;
 
 class RegistryAuthProvider {
  public:

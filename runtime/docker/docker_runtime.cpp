@@ -324,45 +324,6 @@ class DockerEventWatcher final : public EventWatcher {
 
 // ---- Pure helpers -------------------------------------------------------------------------------
 
-Result<ImageReference> parseImageReference(const std::string& reference) {
-  auto valid = checkReferenceChars(reference);
-  if (!valid.ok()) return valid.error();
-  ImageReference out;
-  std::string rest = reference;
-  const auto at = rest.find('@');
-  if (at != std::string::npos) {
-    out.digest = rest.substr(at + 1);
-    rest = rest.substr(0, at);
-    if (out.digest.empty()) {
-      return makeError(ErrorCode::kInvalidArgument,
-                       "docker: image reference \"" + reference + "\" has an empty digest");
-    }
-  }
-  const auto lastSlash = rest.rfind('/');
-  const auto colon = rest.rfind(':');
-  if (colon != std::string::npos && (lastSlash == std::string::npos || colon > lastSlash)) {
-    out.tag = rest.substr(colon + 1);
-    rest = rest.substr(0, colon);
-    if (out.tag.empty()) {
-      return makeError(ErrorCode::kInvalidArgument, "docker: image reference \"" + reference + "\" has an empty tag");
-    }
-  }
-  if (rest.empty()) {
-    return makeError(ErrorCode::kInvalidArgument, "docker: image reference \"" + reference + "\" names no repository");
-  }
-  out.repository = rest;
-  const auto firstSlash = rest.find('/');
-  if (firstSlash != std::string::npos) {
-    const std::string first = rest.substr(0, firstSlash);
-    if (first.find('.') != std::string::npos || first.find(':') != std::string::npos || first == "localhost") {
-      out.registry = first;
-    }
-  }
-  if (out.registry.empty()) out.registry = "docker.io";
-  if (out.tag.empty() && out.digest.empty()) out.tag = "latest";
-  return out;
-}
-
 std::string createContainerBody(const ContainerSpec& spec) {
   json env = json::array();
   for (const auto& var : spec.env) env.push_back(var.name + "=" + var.value);
@@ -685,7 +646,7 @@ Status DockerRuntime::pullImage(const std::string& reference, const std::optiona
 
   HttpRequest request;
   request.method = "POST";
-  request.target = apiPrefix_ + "/images/create?fromImage=" + urlEncode(parsed->repository) +
+  request.target = apiPrefix_ + "/images/create?fromImage=" + urlEncode(parsed->name()) +
                    "&tag=" + urlEncode(parsed->digest.empty() ? parsed->tag : parsed->digest);
   request.totalTimeout = milliseconds(0);  // pulls can be long; the low-speed limit catches a stall
   request.lowSpeedTime = kPullLowSpeedTime;

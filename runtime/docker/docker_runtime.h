@@ -17,6 +17,7 @@
 #include "runtime/container_runtime.h"
 #include "runtime/detect.h"
 #include "runtime/docker/http_unix.h"
+#include "runtime/image_reference.h"
 
 namespace qcs::runtime::docker {
 
@@ -70,14 +71,6 @@ Result<std::unique_ptr<ContainerRuntime>> connectDocker(const std::string& socke
 ProbeOutcome probeDocker(const std::string& socketPath, std::chrono::milliseconds timeout, std::string& detail);
 
 // ---- Pure helpers, exposed for tests -------------------------------------------------------------
-
-struct ImageReference {
-  std::string registry;    // "127.0.0.1:5000", "docker.io" when the reference names none
-  std::string repository;  // everything before the tag/digest, registry included as written
-  std::string tag;         // "latest" when neither tag nor digest is given
-  std::string digest;      // "sha256:..." when given after '@'
-};
-Result<ImageReference> parseImageReference(const std::string& reference);
 
 // The body of POST /containers/create for the spec (contains secret values: never log it).
 std::string createContainerBody(const ContainerSpec& spec);

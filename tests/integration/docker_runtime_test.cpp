@@ -686,31 +686,6 @@ TEST(DockerConnectTest, PermissionDeniedNamesTheUidAndTheGroup) {
 
 // ---- Parsers (no daemon) ------------------------------------------------------------------------
 
-TEST(DockerParsingTest, ImageReferencesSplitAsDockerDoes) {
-  auto check = [](const std::string& ref, const std::string& registry, const std::string& repo, const std::string& tag,
-                  const std::string& digest) {
-    auto parsed = parseImageReference(ref);
-    ASSERT_TRUE(parsed.ok()) << ref << ": " << parsed.message();
-    EXPECT_EQ(parsed->registry, registry) << ref;
-    EXPECT_EQ(parsed->repository, repo) << ref;
-    EXPECT_EQ(parsed->tag, tag) << ref;
-    EXPECT_EQ(parsed->digest, digest) << ref;
-  };
-  check("qualys/qcs-sensor", "docker.io", "qualys/qcs-sensor", "latest", "");
-  check("qualys/qcs-sensor:1.2", "docker.io", "qualys/qcs-sensor", "1.2", "");
-  check("127.0.0.1:5000/x", "127.0.0.1:5000", "127.0.0.1:5000/x", "latest", "");
-  check("127.0.0.1:5000/x:1", "127.0.0.1:5000", "127.0.0.1:5000/x", "1", "");
-  check("localhost/a/b:t", "localhost", "localhost/a/b", "t", "");
-  check("123.dkr.ecr.us-east-1.amazonaws.com/qualys/sensor@sha256:abcd", "123.dkr.ecr.us-east-1.amazonaws.com",
-        "123.dkr.ecr.us-east-1.amazonaws.com/qualys/sensor", "", "sha256:abcd");
-  check("ubuntu", "docker.io", "ubuntu", "latest", "");
-  EXPECT_FALSE(parseImageReference("").ok());
-  EXPECT_FALSE(parseImageReference("x:").ok());
-  EXPECT_FALSE(parseImageReference("x y").ok());
-  EXPECT_FALSE(parseImageReference("a/../../containers/json?").ok());
-  EXPECT_FALSE(parseImageReference("a/../../containers").ok()) << "references go into URL paths";
-}
-
 TEST(DockerParsingTest, LogStreamsAreDemultiplexed) {
   auto frame = [](char stream, const std::string& payload) {
     std::string out{stream, 0, 0, 0};

@@ -8,12 +8,14 @@
 #include <fstream>
 
 #include "common/encoding.h"
-#include "platform/image_reference.h"
 #include "platform/registry_auth.h"
 #include "platform/secrets.h"
+#include "runtime/image_reference.h"
 
 namespace qcs::platform {
 namespace {
+
+using runtime::parseImageReference;
 
 namespace fs = std::filesystem;
 
@@ -59,10 +61,14 @@ TEST(ImageReferenceTest, RegistryPortTagAndDigest) {
   EXPECT_EQ(pinned->digest, digest);
   EXPECT_EQ(pinned->tag, "");
   EXPECT_EQ(parseImageReference("localhost/x")->registry, "localhost");
+  EXPECT_EQ(parseImageReference("127.0.0.1:5000/team/sensor:1")->name(), "127.0.0.1:5000/team/sensor");
+  EXPECT_EQ(parseImageReference("qualys/qcs-sensor:1")->name(), "qualys/qcs-sensor");
 }
 
 TEST(ImageReferenceTest, RejectsBadReferences) {
-  for (const char* bad : {"", "Qualys/Sensor", "x:", "x@sha256:abc", "/x", "x//y", "x:bad tag"}) {
+  // References go into URL paths of the runtime's API: nothing that could climb out may pass.
+  for (const char* bad : {"", "Qualys/Sensor", "x:", "x@sha256:abc", "/x", "x//y", "x:bad tag", "x y",
+                          "a/../../containers/json?", "a/../../containers", "a/.hidden"}) {
     auto ref = parseImageReference(bad);
     EXPECT_FALSE(ref.ok()) << bad;
   }

@@ -1,8 +1,8 @@
-#include "platform/image_reference.h"
+#include "runtime/image_reference.h"
 
 #include <cctype>
 
-namespace qcs::platform {
+namespace qcs::runtime {
 
 namespace {
 
@@ -93,17 +93,17 @@ std::string ImageReference::canonical() const {
   return out;
 }
 
+std::string ImageReference::name() const {
+  if (registry != "docker.io") return registry + "/" + repository;
+  if (repository.rfind("library/", 0) == 0) return repository.substr(8);
+  return repository;
+}
+
 std::string ImageReference::familiar() const {
-  std::string out;
-  if (registry != "docker.io") out = registry + "/";
-  if (registry == "docker.io" && repository.rfind("library/", 0) == 0) {
-    out += repository.substr(8);
-  } else {
-    out += repository;
-  }
+  std::string out = name();
   if (!tag.empty()) out += ":" + tag;
   if (!digest.empty()) out += "@" + digest;
   return out;
 }
 
-}  // namespace qcs::platform
+}  // namespace qcs::runtime

@@ -6,7 +6,7 @@
 
 #include "common/result.h"
 
-namespace qcs::platform {
+namespace qcs::runtime {
 
 struct ImageReference {
   std::string registry;    // "docker.io", "123.dkr.ecr.eu-west-1.amazonaws.com", "127.0.0.1:5000"
@@ -14,6 +14,8 @@ struct ImageReference {
   std::string tag;         // "latest" when neither tag nor digest was given
   std::string digest;      // "sha256:..." or ""
 
+  // The repository as Docker names it, without tag or digest ("busybox", "127.0.0.1:5000/x").
+  std::string name() const;
   // registry/repository[:tag][@digest] as Docker would print it.
   std::string canonical() const;
   // The reference the operator would recognise: without "docker.io/library/".
@@ -23,4 +25,4 @@ struct ImageReference {
 
 Result<ImageReference> parseImageReference(const std::string& text);
 
-}  // namespace qcs::platform
+}  // namespace qcs::runtime
