@@ -117,6 +117,41 @@ Status checkReferenceChars(const std::string& reference) {
   return okStatus();
 }
 
+// A streamed response body: newline-delimited JSON lines while the status is 200, otherwise an
+// error body kept up to kMaxErrorBody bytes for the message.
+class StreamedBody {
+ public:
+  explicit StreamedBody(std::function<void(std::string_view)> onLine) : onLine_(std::move(onLine)) {}
+
+  void setStatus(long status) { status_ = status; }
+  long status() const { return status_; }
+  void feed(std::string_view chunk) {
+    if (status_ != 200) {
+      if (errorBody_.size() < kMaxErrorBody) errorBody_.append(chunk.substr(0, kMaxErrorBody - errorBody_.size()));
+      return;
+    }
+    pending_.append(chunk);
+    size_t start = 0;
+    for (size_t newline = pending_.find('\n'); newline != std::string::npos; newline = pending_.find('\n', start)) {
+      onLine_(std::string_view(pending_).substr(start, newline - start));
+      start = newline + 1;
+    }
+    pending_.erase(0, start);
+  }
+  // The last line when the body did not end with a newline.
+  void finish() {
+    if (status_ == 200 && !pending_.empty()) onLine_(pending_);
+    pending_.clear();
+  }
+  const std::string& errorBody() const { return errorBody_; }
+
+ private:
+  std::function<void(std::string_view)> onLine_;
+  long status_ = 0;
+  std::string pending_;
+  std::string errorBody_;
+};
+
 std::optional<std::pair<int, int>> parseApiVersion(const std::string& text) {
   const auto dot = text.find('.');
   if (dot == std::string::npos || dot == 0 || dot + 1 >= text.size()) return std::nullopt;
@@ -236,30 +271,19 @@ class DockerEventWatcher final : public EventWatcher {
 
   // One connection to /events. Returns why it ended.
   std::string streamOnce(bool& connected) {
-    long status = 0;
-    std::string pending;
-    std::string errorBody;
+    StreamedBody body([&](std::string_view line) {
+      if (auto event = parseDockerEvent(line)) emit(*event);
+    });
     auto onHeaders = [&](const HttpResponse& head) {
-      status = head.status;
-      if (status == 200) {
+      body.setStatus(head.status);
+      if (head.status == 200) {
         connected = true;
         emit(RuntimeEvent{RuntimeEvent::Kind::kStreamConnected, {}, std::nullopt, {}});
       }
       return !stopping_;
     };
     auto onBody = [&](std::string_view chunk) {
-      if (status != 200) {
-        if (errorBody.size() < kMaxErrorBody) errorBody.append(chunk.substr(0, kMaxErrorBody - errorBody.size()));
-        return true;
-      }
-      pending.append(chunk);
-      size_t start = 0;
-      for (size_t newline = pending.find('\n'); newline != std::string::npos; newline = pending.find('\n', start)) {
-        auto event = parseDockerEvent(std::string_view(pending).substr(start, newline - start));
-        start = newline + 1;
-        if (event) emit(*event);
-      }
-      pending.erase(0, start);
+      body.feed(chunk);
       return !stopping_;
     };
 
@@ -304,8 +328,9 @@ class DockerEventWatcher final : public EventWatcher {
     if (!multiFailure.empty()) return multiFailure;
     auto response = transfer->finish(result);
     if (!response.ok()) return response.message();
-    if (status != 200) {
-      return "docker: " + target_ + " answered HTTP " + std::to_string(status) + ": " + daemonMessage(errorBody);
+    if (body.status() != 200) {
+      return "docker: " + target_ + " answered HTTP " + std::to_string(body.status()) + ": " +
+             daemonMessage(body.errorBody());
     }
     return "docker: the event stream from " + client_.socketPath() + " ended (the daemon closed it)";
   }
@@ -659,11 +684,8 @@ Status DockerRuntime::pullImage(const std::string& reference, const std::optiona
     request.headers.emplace_back("X-Registry-Auth", base64UrlEncode(auth.dump()));
   }
 
-  long status = 0;
-  std::string pending;
-  std::string errorBody;
   std::string streamError;
-  auto handleLine = [&](std::string_view line) {
+  StreamedBody body([&](std::string_view line) {
     if (trim(line).empty()) return;
     json message = json::parse(line, nullptr, false);
     if (!message.is_object()) return;
@@ -677,32 +699,22 @@ Status DockerRuntime::pullImage(const std::string& reference, const std::optiona
     }
     const std::string statusText = stringField(message, "status");
     if (!statusText.empty() && progress) progress(PullProgress{statusText, stringField(message, "id")});
-  };
+  });
   auto onHeaders = [&](const HttpResponse& head) {
-    status = head.status;
+    body.setStatus(head.status);
     return true;
   };
   auto onBody = [&](std::string_view chunk) {
-    if (status != 200) {
-      if (errorBody.size() < kMaxErrorBody) errorBody.append(chunk.substr(0, kMaxErrorBody - errorBody.size()));
-      return true;
-    }
-    pending.append(chunk);
-    size_t start = 0;
-    for (size_t newline = pending.find('\n'); newline != std::string::npos; newline = pending.find('\n', start)) {
-      handleLine(std::string_view(pending).substr(start, newline - start));
-      start = newline + 1;
-    }
-    pending.erase(0, start);
+    body.feed(chunk);
     return true;
   };
   auto response = client_.send(request, onBody, onHeaders);
   if (!response.ok()) return duringOperation(response.error(), "pulling " + reference);
-  if (status == 200) {
-    handleLine(pending);
+  if (body.status() == 200) {
+    body.finish();
     if (streamError.empty()) return okStatus();
   } else {
-    streamError = daemonMessage(errorBody);
+    streamError = daemonMessage(body.errorBody());
   }
   const std::string lowered = lowerCase(streamError);
   ErrorCode code = ErrorCode::kUnavailable;
@@ -712,8 +724,8 @@ Status DockerRuntime::pullImage(const std::string& reference, const std::optiona
     code = ErrorCode::kUnauthenticated;
   } else if (lowered.find("manifest unknown") != std::string::npos || lowered.find("not found") != std::string::npos) {
     code = ErrorCode::kNotFound;
-  } else if (status >= 400 && status < 500) {
-    code = codeForStatus(status);
+  } else if (body.status() >= 400 && body.status() < 500) {
+    code = codeForStatus(body.status());
   }
   return makeError(code, context + ": " + streamError);
 }

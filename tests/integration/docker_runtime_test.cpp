@@ -316,11 +316,16 @@ TEST_F(DockerRuntimeTest, OomKillIsReportedByInspectAndEvents) {
   ASSERT_TRUE(waitForState(id, ContainerState::kExited));
   auto info = runtime_->inspectContainer(id);
   ASSERT_TRUE(info.ok());
-  EXPECT_TRUE(info->oomKilled);
-  EXPECT_EQ(info->exitCode, 137);
+  auto logs = runtime_->logTail(id, 20);
+  std::string output = logs.ok() ? ::testing::PrintToString(logs.value()) : logs.message();
+  EXPECT_TRUE(info->oomKilled) << "exit code " << info->exitCode << "; output " << output;
+  EXPECT_EQ(info->exitCode, 137) << output;
 
   ASSERT_TRUE(waitFor([&] { return events.find(RuntimeEvent::Kind::kContainerExited, id).has_value(); }, kDeadline));
-  EXPECT_TRUE(events.find(RuntimeEvent::Kind::kContainerOom, id).has_value());
+  EXPECT_TRUE(events.find(RuntimeEvent::Kind::kContainerOom, id).has_value())
+      << "events: started " << events.count(RuntimeEvent::Kind::kContainerStarted) << ", exited "
+      << events.count(RuntimeEvent::Kind::kContainerExited) << ", oom "
+      << events.count(RuntimeEvent::Kind::kContainerOom);
   EXPECT_EQ(events.find(RuntimeEvent::Kind::kContainerExited, id)->exitCode, 137);
   EXPECT_TRUE(runtime_->removeContainer(id, false).ok());
 }
