@@ -11,9 +11,9 @@
 #include <string>
 
 #include "common/result.h"
-#include "runtime/image_reference.h"
 #include "platform/secrets.h"
 #include "runtime/container_runtime.h"
+#include "runtime/image_reference.h"
 
 namespace qcs::platform {
 
