@@ -11,6 +11,8 @@
 // overrides is not an error.
 #include "agent/config.h"
 
+#include "runtime/image_reference.h"
+
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
@@ -370,87 +372,15 @@ std::optional<std::string> checkUrl(const std::string& value, const std::vector<
   return std::nullopt;
 }
 
-// Docker path component: [a-z0-9]+ joined by ".", "_", "__" or runs of "-".
-bool isImagePathComponent(std::string_view component) {
-  auto alnum = [](char c) { return isLower(c) || isDigit(c); };
-  if (component.empty() || !alnum(component.front()) || !alnum(component.back())) return false;
-  size_t i = 0;
-  while (i < component.size()) {
-    if (alnum(component[i])) {
-      ++i;
-      continue;
-    }
-    const size_t start = i;
-    while (i < component.size() && !alnum(component[i])) ++i;
-    const std::string_view separator = component.substr(start, i - start);
-    const bool dashes = std::all_of(separator.begin(), separator.end(), [](char c) { return c == '-'; });
-    if (!(separator == "." || separator == "_" || separator == "__" || dashes)) return false;
-  }
-  return true;
-}
-
-bool isImageRegistryHost(std::string_view host) {
-  const size_t colon = host.rfind(':');
-  if (colon != std::string_view::npos) {
-    if (!isPort(host.substr(colon + 1))) return false;
-    host = host.substr(0, colon);
-  }
-  return isHostname(host);
-}
-
-bool isImageTag(std::string_view tag) {
-  if (tag.empty() || tag.size() > 128 || !(isAlnum(tag.front()) || tag.front() == '_')) return false;
-  return std::all_of(tag.begin(), tag.end(), [](char c) { return isAlnum(c) || c == '_' || c == '.' || c == '-'; });
-}
-
-bool isSha256Digest(std::string_view digest) {
-  constexpr std::string_view kPrefix = "sha256:";
-  if (!digest.starts_with(kPrefix) || digest.size() != kPrefix.size() + 64) return false;
-  digest.remove_prefix(kPrefix.size());
-  return std::all_of(digest.begin(), digest.end(), [](char c) { return isDigit(c) || (c >= 'a' && c <= 'f'); });
-}
-
-// Docker reference grammar: [registry[:port]/]path[:tag][@sha256:<64 hex>].
+// Docker reference grammar: [registry[:port]/]path[:tag][@sha256:<64 hex>], checked by the same
+// parser the runtime uses.
 std::optional<std::string> checkImageReference(const std::string& value) {
   constexpr std::string_view kAccepted =
       "expected [registry[:port]/]name[:tag][@sha256:<64 hex digits>], e.g. qualys/qcs-sensor:1.2.3";
-  auto wrong = [&](std::string_view why) {
-    return fmt::format("{} is not an image reference: {}; {}", quoteValue(value), why, kAccepted);
-  };
   if (value.empty()) return fmt::format("must not be empty; {}", kAccepted);
-  std::string_view name = value;
-  if (const size_t at = name.find('@'); at != std::string_view::npos) {
-    if (!isSha256Digest(name.substr(at + 1))) return wrong("the digest must be sha256: and 64 lowercase hex digits");
-    name = name.substr(0, at);
-  }
-  const size_t lastSlash = name.rfind('/');
-  const size_t colon = name.rfind(':');
-  if (colon != std::string_view::npos && (lastSlash == std::string_view::npos || colon > lastSlash)) {
-    if (!isImageTag(name.substr(colon + 1))) return wrong("the tag must be letters, digits, _ . - (at most 128)");
-    name = name.substr(0, colon);
-  }
-  if (name.empty()) return wrong("the repository name is empty");
-  if (name.size() > 255) return wrong("the name is longer than 255 characters");
-  std::vector<std::string> components;
-  for (size_t start = 0;;) {
-    const size_t slash = name.find('/', start);
-    components.emplace_back(
-        name.substr(start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
-    if (slash == std::string_view::npos) break;
-    start = slash + 1;
-  }
-  const std::string& first = components.front();
-  const bool hasRegistry =
-      components.size() > 1 && (first.find_first_of(".:") != std::string::npos || first == "localhost");
-  if (hasRegistry && !isImageRegistryHost(first))
-    return wrong(fmt::format("{} is not a registry host[:port]", quoteValue(first)));
-  for (size_t i = hasRegistry ? 1 : 0; i < components.size(); ++i) {
-    if (!isImagePathComponent(components[i])) {
-      return wrong(fmt::format("path component {} must be lowercase letters and digits, separated by . _ __ or -",
-                               quoteValue(components[i])));
-    }
-  }
-  return std::nullopt;
+  auto parsed = runtime::parseImageReference(value);
+  if (parsed.ok()) return std::nullopt;
+  return fmt::format("{}; {}", parsed.message(), kAccepted);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ add_library(qcs_build_flags INTERFACE)
 add_library(qcs::build_flags ALIAS qcs_build_flags)
 target_compile_options(qcs_build_flags INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align -Wunused -Woverloaded-virtual
-  -Wnull-dereference -Wimplicit-fallthrough -Wformat=2
+  -Wimplicit-fallthrough -Wformat=2
   -fstack-protector-strong
   $<$<NOT:$<CONFIG:Debug>>:-D_FORTIFY_SOURCE=2>)
 target_link_options(qcs_build_flags INTERFACE -Wl,-z,relro,-z,now -Wl,--as-needed)

@@ -11,24 +11,59 @@ bool looksLikeRegistry(const std::string& component) {
          component == "localhost";
 }
 
-bool validPathComponent(const std::string& c) {
-  if (c.empty()) return false;
-  if (!std::islower(static_cast<unsigned char>(c.front())) && !std::isdigit(static_cast<unsigned char>(c.front())))
-    return false;
-  for (char ch : c) {
-    bool ok = std::islower(static_cast<unsigned char>(ch)) || std::isdigit(static_cast<unsigned char>(ch)) ||
-              ch == '.' || ch == '_' || ch == '-';
-    if (!ok) return false;
+bool isLowerAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+// Docker's path component: [a-z0-9]+ joined by ".", "_", "__" or runs of "-".
+bool validPathComponent(const std::string& component) {
+  if (component.empty() || !isLowerAlnum(component.front()) || !isLowerAlnum(component.back())) return false;
+  size_t i = 0;
+  while (i < component.size()) {
+    if (isLowerAlnum(component[i])) {
+      ++i;
+      continue;
+    }
+    size_t start = i;
+    while (i < component.size() && !isLowerAlnum(component[i])) ++i;
+    std::string separator = component.substr(start, i - start);
+    bool dashes = separator.find_first_not_of('-') == std::string::npos;
+    if (!(separator == "." || separator == "_" || separator == "__" || dashes)) return false;
+  }
+  return true;
+}
+
+// host[:port] with RFC 1123 labels (IPv4 addresses pass as labels of digits).
+bool validRegistryHost(const std::string& hostPort) {
+  std::string host = hostPort;
+  if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    std::string port = host.substr(colon + 1);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(port) > 65535) {
+      return false;
+    }
+    host = host.substr(0, colon);
+  }
+  if (host.empty() || host.size() > 253) return false;
+  size_t start = 0;
+  while (start <= host.size()) {
+    size_t dot = host.find('.', start);
+    std::string label = host.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+    for (char c : label) {
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+    }
+    if (dot == std::string::npos) break;
+    start = dot + 1;
   }
   return true;
 }
 
 bool validTag(const std::string& t) {
   if (t.empty() || t.size() > 128) return false;
+  if (!std::isalnum(static_cast<unsigned char>(t.front())) && t.front() != '_') return false;
   for (char ch : t) {
     if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.' && ch != '-') return false;
   }
-  return t.front() != '.' && t.front() != '-';
+  return true;
 }
 
 bool validDigest(const std::string& d) {
@@ -53,12 +88,13 @@ Result<ImageReference> parseImageReference(const std::string& text) {
   if (auto at = rest.find('@'); at != std::string::npos) {
     ref.digest = rest.substr(at + 1);
     rest = rest.substr(0, at);
-    if (!validDigest(ref.digest)) return bad("digest must be sha256: followed by 64 lower-case hex digits");
+    if (!validDigest(ref.digest)) return bad("the digest must be sha256: and 64 lowercase hex digits");
   }
   auto slash = rest.find('/');
   if (slash != std::string::npos && looksLikeRegistry(rest.substr(0, slash))) {
     ref.registry = rest.substr(0, slash);
     rest = rest.substr(slash + 1);
+    if (!validRegistryHost(ref.registry)) return bad("\"" + ref.registry + "\" is not a registry host[:port]");
   } else {
     ref.registry = "docker.io";
   }
@@ -67,15 +103,16 @@ Result<ImageReference> parseImageReference(const std::string& text) {
   if (colon != std::string::npos && (lastSlash == std::string::npos || colon > lastSlash)) {
     ref.tag = rest.substr(colon + 1);
     rest = rest.substr(0, colon);
-    if (!validTag(ref.tag)) return bad("tag \"" + ref.tag + "\" is not valid (letters, digits, _ . -)");
+    if (!validTag(ref.tag)) return bad("the tag \"" + ref.tag + "\" must be letters, digits, _ . - (at most 128)");
   }
   if (rest.empty()) return bad("has no repository name");
+  if (rest.size() > 255) return bad("the name is longer than 255 characters");
   size_t start = 0;
   while (start <= rest.size()) {
     auto end = rest.find('/', start);
     std::string component = rest.substr(start, end == std::string::npos ? std::string::npos : end - start);
     if (!validPathComponent(component)) {
-      return bad("repository component \"" + component + "\" must be lower-case letters, digits, . _ -");
+      return bad("path component \"" + component + "\" must be lowercase letters and digits, separated by . _ __ or -");
     }
     if (end == std::string::npos) break;
     start = end + 1;
