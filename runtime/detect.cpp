@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "runtime/containerd/containerd_client.h"
 #include "runtime/docker/docker_runtime.h"
 
 namespace qcs::runtime {
@@ -225,8 +226,7 @@ ProbeFn defaultProbe() {
   return [](const std::string& kind, const std::string& path, std::chrono::milliseconds timeout, std::string& detail) {
     if (kind == "docker") return docker::probeDocker(path, timeout, detail);
     if (auto early = checkSocket(path, detail)) return *early;
-    detail = "containerd answers here, but this build drives Docker only";
-    return ProbeOutcome::kUnsupported;
+    return containerd::probeContainerd(path, timeout, detail);
   };
 }
 

@@ -47,13 +47,12 @@ struct DetectOptions {
 };
 
 // Probes one socket for a runtime kind with a real call. The default prober talks Docker's
-// /_ping; containerd candidates are probed by the containerd module when it is built in.
+// /_ping to docker candidates and calls containerd's Version service on containerd candidates.
 using ProbeFn = std::function<ProbeOutcome(const std::string& kind, const std::string& path,
                                            std::chrono::milliseconds timeout, std::string& detail)>;
 
-// The prober of this build: Docker's /_ping for docker candidates. For containerd it only checks
-// that the socket accepts a connection and answers kUnsupported ("this build drives Docker only")
-// until the containerd module exists.
+// The prober of this build: Docker's /_ping for docker candidates; containerd's Version service
+// (a real gRPC call) for containerd candidates, kAnswered with the version found as detail.
 ProbeFn defaultProbe();
 
 struct Detection {

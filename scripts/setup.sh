@@ -7,11 +7,13 @@ packages=(
   # build
   build-essential cmake ninja-build pkg-config git clang-format
   libcurl4-openssl-dev libssl-dev libboost-dev libspdlog-dev libfmt-dev libyaml-cpp-dev
-  nlohmann-json3-dev libcli11-dev libsystemd-dev
+  nlohmann-json3-dev libcli11-dev libsystemd-dev prometheus-cpp-dev
+  # containerd's gRPC API: C++ generated at build time from the .proto files Debian ships
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc golang-github-containerd-containerd-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # the real things the tests run against
-  docker.io containerd runc busybox-static docker-registry apache2-utils curl iproute2 procps
+  docker.io containerd runc busybox-static docker-registry apache2-utils curl iproute2 procps prometheus
 )
 
 missing=()

@@ -383,15 +383,17 @@ TEST(DetectTest, OutcomeNames) {
   EXPECT_STREQ(probeOutcomeName(ProbeOutcome::kAnswered), "answered");
 }
 
-TEST(DetectTest, DefaultProbeSaysContainerdIsNotDrivenYet) {
+TEST(DetectTest, DefaultProbeCallsContainerdsVersionServiceAndWaitsOnlyItsTimeout) {
   FakeHostRoot host;
-  host.socketAt("/run/containerd/containerd.sock");
-  const Detection detection = detectRuntime(optionsFor(host), defaultProbe());
+  host.socketAt("/run/containerd/containerd.sock");  // accepts into the backlog, never answers gRPC
+  DetectOptions options = optionsFor(host);
+  options.timeout = 200ms;
+  const Detection detection = detectRuntime(options, defaultProbe());
   EXPECT_FALSE(detection.chosen.has_value());
   ASSERT_EQ(detection.tried.size(), standardSocketPaths().size());
   const Candidate& containerd = detection.tried[2];
-  EXPECT_EQ(containerd.outcome, ProbeOutcome::kUnsupported);
-  EXPECT_EQ(containerd.detail, "containerd answers here, but this build drives Docker only");
+  EXPECT_EQ(containerd.outcome, ProbeOutcome::kNotAnswering);
+  EXPECT_NE(containerd.detail.find("did not answer within 200ms"), std::string::npos) << containerd.detail;
 }
 
 TEST(DetectTest, DefaultProbeOnADockerSocketThatNeverAnswers) {

@@ -22,7 +22,10 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/encoding.h"
+#include "runtime/containerd/containerd_client.h"
 #include "runtime/docker/http_unix.h"
 
 extern char** environ;
@@ -532,11 +535,150 @@ Result<std::string> Dockerd::cli(const std::string& args, const std::string& std
   return std::string(trim(result->out));
 }
 
+// ---- Containerd ---------------------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kContainerd = "/usr/bin/containerd";
+constexpr const char* kCtr = "/usr/bin/ctr";
+
+bool containerdVersionAnswers(const std::string& socketPath) {
+  runtime::containerd::ContainerdClient client(socketPath, "default", milliseconds(1000));
+  return client.version().ok();
+}
+
+std::vector<std::string> nonEmptyLines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!trim(line).empty()) out.emplace_back(trim(line));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<Containerd> Containerd::start() {
+  std::unique_ptr<Containerd> containerd(new Containerd());
+  containerd->dir_ = makeTempDir("qcs-it-");
+  containerd->socketPath_ = containerd->dir_ + "/c.sock";
+  fs::create_directories(containerd->dir_ + "/root");
+  fs::create_directories(containerd->dir_ + "/state");
+  // Its own config, so the machine's /etc/containerd/config.toml never applies. overlayfs is the
+  // snapshotter (ctr's default); its data lands under root/. The shims' ttrpc socket sits beside the
+  // gRPC one; debug and metrics listeners are off.
+  std::string configText = R"(version = 2
+root = "@DIR@/root"
+state = "@DIR@/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "@DIR@/c.sock"
+
+[ttrpc]
+  address = "@DIR@/c.ttrpc.sock"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+)";
+  for (auto at = configText.find("@DIR@"); at != std::string::npos; at = configText.find("@DIR@", at)) {
+    configText.replace(at, 5, containerd->dir_);
+  }
+  writeFile(containerd->dir_ + "/config.toml", configText);
+  if (!containerd->launch()) {
+    std::cerr << "harness: containerd did not answer Version within 60s; its log:\n"
+              << tail(containerd->log(), 8000) << "\n";
+    return nullptr;
+  }
+  return containerd;
+}
+
+bool Containerd::launch() {
+  const std::vector<std::string> argv = {kContainerd, "--config", dir_ + "/config.toml"};
+  // SIGTERM on the test's death lets containerd shut down; the destructor handles its shims.
+  auto spawned = Process::spawn(argv, {}, dir_ + "/containerd.log", SIGTERM);
+  if (!spawned.ok()) {
+    std::cerr << "harness: " << spawned.message() << "\n";
+    return false;
+  }
+  process_ = std::move(spawned).value();
+  const bool answered = waitFor([this] { return !process_->running() || containerdVersionAnswers(socketPath_); },
+                                std::chrono::seconds(60));
+  if (!answered || !process_->running()) {
+    stop();
+    return false;
+  }
+  return true;
+}
+
+Containerd::~Containerd() {
+  if (process_) {
+    auto namespaces = cli("namespaces ls -q");
+    for (const auto& ns : namespaces.ok() ? nonEmptyLines(*namespaces) : std::vector<std::string>{}) {
+      const std::string n = "-n " + shellQuote(ns) + " ";
+      auto tasks = cli(n + "tasks ls -q");
+      for (const auto& id : tasks.ok() ? nonEmptyLines(*tasks) : std::vector<std::string>{}) {
+        auto killed = cli(n + "tasks delete -f " + shellQuote(id));
+        if (!killed.ok()) std::cerr << "harness: deleting task " << id << ": " << killed.message() << "\n";
+      }
+      auto containers = cli(n + "containers ls -q");
+      for (const auto& id : containers.ok() ? nonEmptyLines(*containers) : std::vector<std::string>{}) {
+        auto removed = cli(n + "containers delete " + shellQuote(id));
+        if (!removed.ok()) std::cerr << "harness: deleting container " << id << ": " << removed.message() << "\n";
+      }
+    }
+  }
+  stop();
+  // Shims whose tasks outlived the daemon (their command line names our socket).
+  for (pid_t pid : processesMentioning(dir_)) {
+    std::cerr << "harness: killing leftover " << pid << ": " << processCmdline(pid) << "\n";
+    ::kill(pid, SIGKILL);
+  }
+  removeTree(dir_);
+}
+
+void Containerd::stop() {
+  if (!process_) return;
+  process_->kill(SIGTERM);
+  if (!process_->wait(std::chrono::seconds(30))) {
+    std::cerr << "harness: containerd ignored SIGTERM for 30s; killing it\n";
+    process_->kill(SIGKILL);
+    process_->wait(std::chrono::seconds(10));
+  }
+  process_.reset();
+}
+
+bool Containerd::restart() {
+  stop();
+  if (!launch()) {
+    std::cerr << "harness: containerd did not come back; its log:\n" << tail(log(), 8000) << "\n";
+    return false;
+  }
+  return true;
+}
+
+std::string Containerd::log() const { return readFile(dir_ + "/containerd.log"); }
+
+Result<std::string> Containerd::cli(const std::string& args, const std::string& stdinText) {
+  const std::string command = std::string(kCtr) + " --address " + socketPath_ + " " + args;
+  auto result = runCommand({"/bin/sh", "-c", command}, stdinText, std::chrono::minutes(5));
+  if (!result.ok()) return withContext(result.error(), "ctr " + args);
+  if (result->exitCode != 0) {
+    return makeError(ErrorCode::kInternal, "ctr " + args + " exited " + std::to_string(result->exitCode) + ": " +
+                                               tail(result->err, 4000) + tail(result->out, 2000));
+  }
+  return std::string(trim(result->out));
+}
+
 // ---- The stand-in image -------------------------------------------------------------------------
 
-Result<std::string> buildStandinImage(Dockerd& dockerd, const std::string& tag) {
-  TempDir work;
-  const std::string rootfs = work.file("rootfs");
+namespace {
+
+// The stand-in's root filesystem (busybox, its applets and /sensor), tarred into tarball.
+Status buildStandinRootfsTar(const std::string& rootfs, const std::string& tarball) {
   std::error_code ec;
   fs::create_directories(rootfs + "/bin", ec);
   fs::create_directories(rootfs + "/standin", ec);
@@ -550,14 +692,118 @@ Result<std::string> buildStandinImage(Dockerd& dockerd, const std::string& tag) 
   const std::string script = readFile(std::string(QCS_STANDIN_DIR) + "/sensor.sh");
   if (script.empty()) return makeError(ErrorCode::kNotFound, std::string(QCS_STANDIN_DIR) + "/sensor.sh is missing");
   if (!writeFile(rootfs + "/sensor", script, 0755)) return makeError(ErrorCode::kInternal, "writing /sensor");
-  const std::string tarball = work.file("rootfs.tar");
   auto tarred = runCommand({kTar, "-C", rootfs, "-cf", tarball, "."});
   if (!tarred.ok()) return tarred.error();
   if (tarred->exitCode != 0) return makeError(ErrorCode::kInternal, "tar failed: " + tarred->err);
+  return okStatus();
+}
+
+}  // namespace
+
+Result<std::string> buildStandinImage(Dockerd& dockerd, const std::string& tag) {
+  TempDir work;
+  const std::string tarball = work.file("rootfs.tar");
+  if (auto built = buildStandinRootfsTar(work.file("rootfs"), tarball); !built.ok()) return built.error();
   auto imported = dockerd.cli("import --change " + shellQuote("ENTRYPOINT [\"/sensor\"]") + " --change " +
                               shellQuote("ENV PATH=/bin") + " " + tarball + " " + shellQuote(tag));
   if (!imported.ok()) return imported.error();
   return tag;
+}
+
+namespace {
+
+// The OCI name of this machine's architecture (the stand-in is this machine's busybox).
+std::string ociArchitecture() {
+#if defined(__x86_64__)
+  return "amd64";
+#elif defined(__aarch64__)
+  return "arm64";
+#else
+#error "add this architecture's OCI name"
+#endif
+}
+
+struct Blob {
+  std::string digest;  // "sha256:<hex>"
+  size_t size = 0;
+};
+
+// Stores content as blobs/sha256/<hex> of an OCI image layout.
+Result<Blob> writeBlob(const std::string& layout, const std::string& content) {
+  Blob blob{"sha256:" + sha256Hex(content), content.size()};
+  const std::string path = layout + "/blobs/sha256/" + blob.digest.substr(7);
+  if (!writeFile(path, content)) return makeError(ErrorCode::kInternal, "writing " + path);
+  return blob;
+}
+
+nlohmann::json descriptor(const std::string& mediaType, const Blob& blob) {
+  return {{"mediaType", mediaType}, {"digest", blob.digest}, {"size", blob.size}};
+}
+
+}  // namespace
+
+Result<std::string> importStandinImage(Containerd& containerd, const std::string& ref, const std::string& nameSpace) {
+  TempDir work;
+  const std::string rootfsTar = work.file("layer.tar");
+  if (auto built = buildStandinRootfsTar(work.file("rootfs"), rootfsTar); !built.ok()) return built.error();
+  const std::string layout = work.file("layout");
+  std::error_code ec;
+  fs::create_directories(layout + "/blobs/sha256", ec);
+  if (ec) return makeError(ErrorCode::kInternal, "creating " + layout + ": " + ec.message());
+
+  // The layer: the rootfs tar, gzipped; the config names the uncompressed tar's digest (diff_id).
+  const std::string layerTar = readFile(rootfsTar);
+  auto gzipped = runCommand({"/bin/gzip", "-n", "-c", rootfsTar});
+  if (!gzipped.ok()) return gzipped.error();
+  if (gzipped->exitCode != 0) return makeError(ErrorCode::kInternal, "gzip failed: " + gzipped->err);
+  auto layer = writeBlob(layout, gzipped->out);
+  if (!layer.ok()) return layer.error();
+
+  const nlohmann::json config = {
+      {"architecture", ociArchitecture()},
+      {"os", "linux"},
+      {"config", {{"Entrypoint", {"/sensor"}}, {"Env", {"PATH=/bin"}}}},
+      {"rootfs", {{"type", "layers"}, {"diff_ids", {"sha256:" + sha256Hex(layerTar)}}}},
+  };
+  auto configBlob = writeBlob(layout, config.dump());
+  if (!configBlob.ok()) return configBlob.error();
+
+  const nlohmann::json manifest = {
+      {"schemaVersion", 2},
+      {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+      {"config", descriptor("application/vnd.oci.image.config.v1+json", *configBlob)},
+      {"layers", {descriptor("application/vnd.oci.image.layer.v1.tar+gzip", *layer)}},
+  };
+  auto manifestBlob = writeBlob(layout, manifest.dump());
+  if (!manifestBlob.ok()) return manifestBlob.error();
+
+  nlohmann::json entry = descriptor("application/vnd.oci.image.manifest.v1+json", *manifestBlob);
+  entry["platform"] = {{"architecture", ociArchitecture()}, {"os", "linux"}};
+  // containerd takes io.containerd.image.name as the image's full name; ctr's importer would
+  // otherwise rewrite the OCI ref name with an "import-<date>" prefix.
+  entry["annotations"] = {{"io.containerd.image.name", ref}, {"org.opencontainers.image.ref.name", ref}};
+  const nlohmann::json index = {
+      {"schemaVersion", 2},
+      {"mediaType", "application/vnd.oci.image.index.v1+json"},
+      {"manifests", {entry}},
+  };
+  if (!writeFile(layout + "/index.json", index.dump()) ||
+      !writeFile(layout + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})")) {
+    return makeError(ErrorCode::kInternal, "writing the OCI layout's index");
+  }
+  const std::string archive = work.file("standin-oci.tar");
+  auto tarred = runCommand({kTar, "-C", layout, "-cf", archive, "oci-layout", "index.json", "blobs"});
+  if (!tarred.ok()) return tarred.error();
+  if (tarred->exitCode != 0) return makeError(ErrorCode::kInternal, "tar failed: " + tarred->err);
+
+  auto imported = containerd.cli("-n " + shellQuote(nameSpace) + " images import " + archive);
+  if (!imported.ok()) return imported.error();
+  auto listed = containerd.cli("-n " + shellQuote(nameSpace) + " images ls -q");
+  if (!listed.ok()) return listed.error();
+  if (listed->find(ref) == std::string::npos) {
+    return makeError(ErrorCode::kNotFound, "ctr images import did not create " + ref + "; images: " + *listed);
+  }
+  return ref;
 }
 
 // ---- Registry -----------------------------------------------------------------------------------

@@ -126,6 +126,49 @@ class Dockerd {
 // returns the tag.
 Result<std::string> buildStandinImage(Dockerd& dockerd, const std::string& tag = "qcs-standin:test");
 
+// A private containerd: its own config file, root, state and socket under /tmp/qcs-it-XXXXXX; the
+// CRI plugin, debug and metrics listeners off; overlayfs snapshotter. Containers it runs may only
+// use the host network (`ctr run --net-host`). Its shims put their sockets under
+// /run/containerd/s/ (containerd 1.6 always does), named by a hash of this daemon's socket path.
+class Containerd {
+ public:
+  // Starts it and waits (up to 60s) until the Version service answers; nullptr (with the log on
+  // stderr) if not.
+  static std::unique_ptr<Containerd> start();
+  ~Containerd();  // kills and deletes its tasks and containers, stops it, kills leftover shims, unmounts, removes dirs
+  Containerd(const Containerd&) = delete;
+  Containerd& operator=(const Containerd&) = delete;
+
+  const std::string& socketPath() const { return socketPath_; }
+  const std::string& dir() const { return dir_; }
+  bool running() const { return process_ != nullptr; }
+
+  // Runs `/usr/bin/ctr --address <sock> <args>` through /bin/sh (so args may quote); the trimmed
+  // stdout, or an error carrying the exit code, stderr and stdout.
+  Result<std::string> cli(const std::string& args, const std::string& stdinText = {});
+
+  // SIGTERM and wait for containerd to exit (its shims and their tasks keep running).
+  void stop();
+  // stop(), then start again on the same directories and wait for Version. False if it did not answer.
+  bool restart();
+  // The containerd log so far.
+  std::string log() const;
+
+ private:
+  Containerd() = default;
+  bool launch();
+
+  std::string dir_;
+  std::string socketPath_;
+  std::unique_ptr<Process> process_;
+};
+
+// Imports the stand-in sensor image (the same rootfs as buildStandinImage) into containerd's
+// namespace `nameSpace` under the name ref, from an OCI image layout archive the harness writes
+// (one gzip layer, a config with Entrypoint ["/sensor"], a manifest and an index); returns ref.
+Result<std::string> importStandinImage(Containerd& containerd, const std::string& ref,
+                                       const std::string& nameSpace = "qualys");
+
 // A private registry v2 (Debian's docker-registry) on 127.0.0.1:<free port> with htpasswd auth.
 class Registry {
  public:
