@@ -1,5 +1,7 @@
 #include "agent/version.h"
 
+#include "qcs_revision.h"
+
 namespace qcs::agent {
 
 const char* agentVersion() { return QCS_VERSION; }

@@ -1,8 +1,9 @@
-# The revision is the git commit the binary was built from ("unknown" outside a checkout).
-execute_process(COMMAND git rev-parse --short=12 HEAD
-  WORKING_DIRECTORY ${CMAKE_SOURCE_DIR} OUTPUT_VARIABLE QCS_REVISION
-  OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE _qcs_rev_rc)
-if(NOT _qcs_rev_rc EQUAL 0 OR QCS_REVISION STREQUAL "")
-  set(QCS_REVISION "unknown")
-endif()
+# The version comes from project(); the revision is the git commit the binary is built from,
+# refreshed on every build (not only at configure time) by cmake/WriteRevision.cmake.
 set(QCS_VERSION ${PROJECT_VERSION})
+set(QCS_GENERATED_DIR ${CMAKE_BINARY_DIR}/generated)
+add_custom_target(qcs_revision
+  COMMAND ${CMAKE_COMMAND} -DSOURCE_DIR=${CMAKE_SOURCE_DIR} -DOUTPUT=${QCS_GENERATED_DIR}/qcs_revision.h
+          -DVERSION=${QCS_VERSION} -P ${CMAKE_SOURCE_DIR}/cmake/WriteRevision.cmake
+  BYPRODUCTS ${QCS_GENERATED_DIR}/qcs_revision.h
+  COMMENT "Recording the git revision")
