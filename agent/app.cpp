@@ -6,13 +6,19 @@
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "agent/config.h"
+#include "agent/http_server.h"
+#include "agent/instrumented_runtime.h"
 #include "agent/logging.h"
+#include "agent/metrics.h"
+#include "agent/notifier.h"
 #include "agent/sensor_spec.h"
 #include "agent/supervisor.h"
 #include "agent/version.h"
@@ -142,6 +148,25 @@ class DetectingConnector final : public RuntimeConnector {
   runtime::DetectOptions options_;
 };
 
+// Wraps every runtime the inner connector opens so that its calls are timed and counted.
+class InstrumentingConnector final : public RuntimeConnector {
+ public:
+  InstrumentingConnector(RuntimeConnector& inner, RuntimeObserver& observer, const Clock& clock)
+      : inner_(inner), observer_(observer), clock_(clock) {}
+
+  Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
+    auto connected = inner_.connect();
+    if (!connected) return connected.error();
+    return std::unique_ptr<runtime::ContainerRuntime>(
+        std::make_unique<InstrumentedRuntime>(std::move(connected.value()), observer_, clock_));
+  }
+
+ private:
+  RuntimeConnector& inner_;
+  RuntimeObserver& observer_;
+  const Clock& clock_;
+};
+
 class ConfigSpecSource final : public DesiredSpecSource {
  public:
   ConfigSpecSource(const Config& config, std::unique_ptr<platform::SecretSource> activation,
@@ -252,6 +277,48 @@ class SignalThread {
   std::thread thread_;
 };
 
+// /status as a person reads it.
+std::string formatStatusReport(const nlohmann::json& d, const std::string& listen) {
+  auto text = [](const nlohmann::json& object, const char* key) {
+    auto it = object.find(key);
+    if (it == object.end() || it->is_null()) return std::string("-");
+    if (it->is_string()) return it->get<std::string>().empty() ? std::string("-") : it->get<std::string>();
+    return it->dump();
+  };
+  const nlohmann::json empty = nlohmann::json::object();
+  const auto& agent = d.contains("agent") ? d["agent"] : empty;
+  const auto& runtime = d.contains("runtime") ? d["runtime"] : empty;
+  const auto& sensor = d.contains("sensor") ? d["sensor"] : empty;
+  std::ostringstream out;
+  const bool ready = d.value("ready", false);
+  out << "qcs-agent " << text(agent, "version") << " (revision " << text(agent, "revision") << ") at " << listen << ": "
+      << (ready ? "ready" : "NOT READY") << "\n";
+  out << "  runtime:    " << text(runtime, "kind") << " " << text(runtime, "version") << " at "
+      << text(runtime, "endpoint") << (runtime.value("up", false) ? " (up)" : " (UNREACHABLE)") << "\n";
+  std::string id = text(sensor, "containerId");
+  out << "  sensor:     " << text(sensor, "state") << ", container " << (id == "-" ? id : id.substr(0, 12)) << "\n";
+  out << "  image:      " << text(sensor, "image") << " (" << text(sensor, "imageId") << ")\n";
+  std::string hash = text(sensor, "specHash");
+  out << "  spec hash:  " << (hash == "-" ? hash : hash.substr(0, 12)) << "\n";
+  out << "  restarts:  ";
+  if (sensor.contains("restarts") && sensor["restarts"].is_object()) {
+    for (const auto& [reason, count] : sensor["restarts"].items()) out << " " << reason << "=" << count.dump();
+  }
+  out << "\n";
+  out << "  last exit:  " << text(sensor, "lastExitCode") << (sensor.value("lastExitOom", false) ? " (OOM-killed)" : "")
+      << ", OOM kills " << text(sensor, "oomKills") << "\n";
+  if (sensor.value("backoffSeconds", 0.0) > 0) out << "  backoff:    " << text(sensor, "backoffSeconds") << "s\n";
+  const std::string error = text(d, "lastError");
+  if (error != "-") out << "  last error: " << error << "\n";
+  return out.str();
+}
+
+constexpr std::chrono::milliseconds kSensorStatsInterval{15000};
+constexpr std::chrono::milliseconds kHeartbeatInterval{5000};
+// Longer than the slowest bounded runtime call (60s plus a stop grace), so a slow daemon is not
+// mistaken for a wedged agent.
+constexpr std::chrono::milliseconds kLivenessTimeout{120000};
+
 int commandRun(const Config& config) {
   auto redactor = std::make_shared<SecretRedactor>();
   if (auto st = setupLogging(config.logging.level, config.logging.format, redactor); !st)
@@ -275,8 +342,13 @@ int commandRun(const Config& config) {
                config.sensor.image);
   SystemClock clock;
   SystemRandom random;
-  DetectingConnector connector(detectOptions(config));
+  Metrics metrics(agentVersion(), agentRevision());
+  DetectingConnector detecting(detectOptions(config));
+  InstrumentingConnector connector(detecting, metrics, clock);
   ConfigSpecSource specSource(config, std::move(activation.value()), std::move(customer.value()), redactor);
+
+  auto notifier = makeSystemdNotifier();
+  const auto watchdog = watchdogInterval();
 
   SupervisorOptions options;
   options.sensorName = config.sensor.name;
@@ -286,17 +358,64 @@ int commandRun(const Config& config) {
   options.reconcileInterval = config.supervision.reconcileInterval;
   options.stopSensorOnShutdown = config.supervision.onStop == "stop";
   options.stopTimeout = std::chrono::duration_cast<std::chrono::seconds>(config.supervision.stopTimeout);
+  options.statsInterval = kSensorStatsInterval;
+  // The loop wakes at least every few seconds for /livez, and at half the watchdog interval for systemd.
+  options.heartbeatInterval = kHeartbeatInterval;
+  if (watchdog) {
+    options.heartbeatInterval =
+        std::min(options.heartbeatInterval, std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog / 2));
+    spdlog::info("systemd watchdog on: pinging every {}ms from the supervisor loop", options.heartbeatInterval.count());
+  }
   Supervisor supervisor(connector, specSource, *registryAuth.value(), clock, random, options);
 
   {
+    // Signals are blocked before any other thread (the HTTP server's) starts, so they all inherit it.
     SignalThread signals([&](int sig) {
       spdlog::info("received {}; stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
       supervisor.requestStop();
     });
+
+    HttpServerOptions httpOptions;
+    httpOptions.listen = config.http.listen;
+    AgentEndpointOptions endpointOptions;
+    endpointOptions.livenessTimeout = kLivenessTimeout;
+    auto server = HttpServer::start(httpOptions, makeAgentRoutes([&supervisor] { return supervisor.status(); },
+                                                                 &metrics, clock, endpointOptions, redactor));
+    if (!server) {
+      spdlog::error("agent.http: {}", server.message());
+      return kExitFailure;
+    }
+    spdlog::info("agent.http: listening on {} (/metrics /livez /readyz /status)", server.value()->boundAddress());
+
+    LoopNotifier loopNotifier(*notifier, watchdog.has_value());
+    supervisor.setHeartbeat([&] { loopNotifier.onLoop(supervisor.status()); });
     supervisor.run();
+    notifier->stopping();
+    notifier->status("stopping");
   }
   supervisor.shutdown();
   spdlog::info("qcs-agent stopped");
+  return kExitOk;
+}
+
+// Asks a running agent for /status and prints it for a person.
+int commandStatus(const std::string& listen) {
+  auto reply = httpGet(listen, "/status", std::chrono::seconds(5));
+  if (!reply) {
+    std::cerr << "qcs-agent status: no agent answered at " << listen << ": " << reply.message()
+              << "\n(is qcs-agent running? `systemctl status qcs-agent`; is http.listen set elsewhere? use --listen)\n";
+    return kExitFailure;
+  }
+  if (reply->status != 200) {
+    std::cerr << "qcs-agent status: " << listen << " answered HTTP " << reply->status << ": " << reply->body << "\n";
+    return kExitFailure;
+  }
+  auto document = nlohmann::json::parse(reply->body, nullptr, false);
+  if (!document.is_object()) {
+    std::cerr << "qcs-agent status: " << listen << " answered something that is not a qcs-agent status document\n";
+    return kExitFailure;
+  }
+  std::cout << formatStatusReport(document, listen);
   return kExitOk;
 }
 
@@ -356,7 +475,8 @@ int runMain(int argc, char** argv) {
   auto* run = app.add_subcommand("run", "Supervise the sensor (the default command)");
   auto* render = app.add_subcommand("render", "Print the effective configuration and the exact container spec");
   auto* version = app.add_subcommand("version", "Print the version and exit");
-  for (auto* sub : {run, render, version}) sub->fallthrough();
+  auto* status = app.add_subcommand("status", "Ask a running agent (its http.listen address) how the sensor is doing");
+  for (auto* sub : {run, render, version, status}) sub->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -372,8 +492,14 @@ int runMain(int argc, char** argv) {
   try {
     std::vector<std::string> warnings;
     bool configExplicit = app.get_option("--config")->count() > 0;
+    if (status->parsed() && !common.listen.empty()) return commandStatus(common.listen);
     auto config = loadFromOptions(common, configExplicit, warnings);
+    if (!config && status->parsed() && !configExplicit) {
+      // The default config may be unreadable to this user; the default address is still worth a try.
+      return commandStatus(Config{}.http.listen);
+    }
     if (!config) return configError(config.message());
+    if (status->parsed()) return commandStatus(config->http.listen);
     for (const auto& w : warnings) std::cerr << "qcs-agent: warning: " << w << "\n";
     if (render->parsed()) return commandRender(config.value());
     return commandRun(config.value());

@@ -91,6 +91,38 @@ SupervisorStatus Supervisor::status() const {
   return status_;
 }
 
+void Supervisor::setHeartbeat(std::function<void()> heartbeat) { heartbeat_ = std::move(heartbeat); }
+
+void Supervisor::beat(bool fromLongStep) {
+  auto now = clock_.now();
+  if (fromLongStep) {
+    if (now - lastProgressBeat_ < std::chrono::seconds(1)) return;
+    lastProgressBeat_ = now;
+  }
+  updateStatus([&](SupervisorStatus& s) { s.lastHeartbeat = now; });
+  if (heartbeat_) heartbeat_();
+}
+
+bool Supervisor::samplingStats() const {
+  return options_.statsInterval.count() > 0 && runtimeUp_ && !currentId_.empty() &&
+         status().state == SensorState::kRunning;
+}
+
+void Supervisor::sampleStats(SteadyTime now) {
+  nextStatsAt_ = now + options_.statsInterval;
+  auto stats = runtime_->containerStats(currentId_);
+  if (!stats) {
+    // Usage figures are nice to have: a failure here never changes what the supervisor does.
+    spdlog::debug("cannot read the sensor's resource usage: {}", stats.message());
+    return;
+  }
+  updateStatus([&](SupervisorStatus& s) {
+    s.statsContainerId = currentId_;
+    s.sensorCpuSeconds = stats->cpuSeconds;
+    s.sensorMemoryBytes = stats->memoryBytes;
+  });
+}
+
 void Supervisor::setState(SensorState state) {
   SensorState before;
   {
@@ -147,6 +179,8 @@ SteadyTime Supervisor::step() {
     bool due = reconcileRequested_ || now >= nextReconcileAt_ || (restartAt_ && now >= *restartAt_);
     if (due) reconcile(now);
   }
+  if (samplingStats() && now >= nextStatsAt_) sampleStats(now);
+  updateStatus([&](SupervisorStatus& s) { s.lastHeartbeat = clock_.now(); });
   return nextDeadline();
 }
 
@@ -154,12 +188,17 @@ SteadyTime Supervisor::nextDeadline() const {
   if (!runtimeUp_) return reconnectAt_;
   SteadyTime next = nextReconcileAt_;
   if (restartAt_) next = std::min(next, *restartAt_);
+  if (samplingStats()) next = std::min(next, nextStatsAt_);
   return next;
 }
 
 void Supervisor::run() {
   for (;;) {
     SteadyTime deadline = step();
+    if (heartbeat_) heartbeat_();
+    if (options_.heartbeatInterval.count() > 0) {
+      deadline = std::min(deadline, clock_.now() + options_.heartbeatInterval);
+    }
     std::unique_lock lock(mu_);
     if (stopRequested_) break;
     // Sleeps until the next deadline or a posted event: no polling.
@@ -529,6 +568,7 @@ Status Supervisor::ensureImage(const std::string& image) {
   auto started = clock_.now();
   std::string lastStatus;
   auto pulled = runtime_->pullImage(image, credentials.value(), [&](const runtime::PullProgress& p) {
+    beat(/*fromLongStep=*/true);  // a long pull that makes progress is not a wedged loop
     // Layer progress is debug detail; the overall status lines are worth an info line.
     if (p.layer.empty() && p.status != lastStatus) {
       spdlog::info("pull {}: {}", image, p.status);

@@ -4,7 +4,8 @@
 // periodic reconcile, restart backoff, runtime reconnect). All decisions happen in step(), on one
 // thread, against the ContainerRuntime interface and an injected Clock, so the unit tests drive
 // it with a fake runtime and simulated time. run() is the production loop around step(): it
-// sleeps on a condition variable until the next deadline or the next event; it never polls.
+// sleeps on a condition variable until the next deadline, the next event or the next heartbeat
+// (SupervisorOptions::heartbeatInterval); it never polls the runtime.
 //
 // What it does on each reconcile (SPEC "Supervision"):
 // - the sensor is running with the desired spec hash: adopt it (no restart, no duplicate);
@@ -20,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,6 +81,13 @@ struct SupervisorStatus {
   uint64_t reconciles = 0;
   bool firstReconcileDone = false;
   std::string lastError;  // never holds a secret
+  // Liveness: when the loop last completed a step (or made progress inside a long one, e.g. a pull).
+  std::optional<SteadyTime> lastHeartbeat;
+  // The sensor's last resource sample (SupervisorOptions::statsInterval) and the container it
+  // came from; a new container starts its CPU time from zero again.
+  std::string statsContainerId;
+  double sensorCpuSeconds = 0;
+  int64_t sensorMemoryBytes = 0;
 };
 
 // Opens the runtime; called again while it fails. Detection lives behind it.
@@ -106,6 +115,11 @@ struct SupervisorOptions {
   int crashLogLines = 30;
   std::chrono::milliseconds reconnectInitial{500};
   std::chrono::milliseconds reconnectMax{30000};
+  // How often the running sensor's CPU and memory are sampled (0 = never).
+  std::chrono::milliseconds statsInterval{0};
+  // run() wakes at least this often to record a heartbeat, even when nothing is due (0 = only
+  // when something is due). The systemd watchdog needs it at most WatchdogSec/2.
+  std::chrono::milliseconds heartbeatInterval{0};
 };
 
 class Supervisor {
@@ -130,6 +144,11 @@ class Supervisor {
 
   SupervisorStatus status() const;
 
+  // Called on the loop's own thread after every step and during long steps that make progress
+  // (image pulls), at most once a second in the latter case. A wedged loop stops calling it, which
+  // is what the systemd watchdog relies on. Set before run().
+  void setHeartbeat(std::function<void()> heartbeat);
+
  private:
   bool ensureRuntime(SteadyTime now);
   void markRuntimeDown(const Error& error, SteadyTime now);
@@ -145,6 +164,9 @@ class Supervisor {
   void setError(const std::string& message, const std::string& retryNote = "");
   bool handleRuntimeError(const Error& error, SteadyTime now);
   SteadyTime nextDeadline() const;
+  void beat(bool fromLongStep);
+  bool samplingStats() const;
+  void sampleStats(SteadyTime now);
 
   template <typename Fn>
   void updateStatus(Fn&& fn) {
@@ -175,6 +197,9 @@ class Supervisor {
   std::optional<RestartReason> pendingReason_;
   std::set<std::string> oomSeen_;
   std::string lastLoggedError_;
+  SteadyTime nextStatsAt_{};
+  SteadyTime lastProgressBeat_{};
+  std::function<void()> heartbeat_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

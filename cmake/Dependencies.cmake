@@ -9,6 +9,8 @@ find_package(spdlog REQUIRED)
 find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)  # core only: rendered with TextSerializer, no Exposer
+pkg_check_modules(SYSTEMD REQUIRED IMPORTED_TARGET libsystemd)
 if(QCS_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

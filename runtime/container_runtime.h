@@ -80,6 +80,12 @@ struct ContainerInfo {
   std::optional<std::chrono::system_clock::time_point> startedAtTime;
 };
 
+// A point-in-time resource usage sample of one container.
+struct ContainerStats {
+  double cpuSeconds = 0;    // cumulative CPU time of all its processes since start
+  int64_t memoryBytes = 0;  // working set: usage minus reclaimable page cache (as `docker stats`)
+};
+
 struct RegistryCredentials {
   std::string username;
   std::string password;       // secret
@@ -155,6 +161,9 @@ class ContainerRuntime {
 
   // The last `lines` lines of the container's stdout and stderr, oldest first.
   virtual Result<std::vector<std::string>> logTail(const std::string& id, int lines) = 0;
+
+  // One resource usage sample of a running container; kNotFound if it does not exist.
+  virtual Result<ContainerStats> containerStats(const std::string& id) = 0;
 
   // Subscribes to container events for containers carrying all the given labels.
   virtual std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,

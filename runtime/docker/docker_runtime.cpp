@@ -538,6 +538,36 @@ Result<ContainerInfo> parseContainerInspect(std::string_view text) {
   return info;
 }
 
+Result<ContainerStats> parseContainerStats(std::string_view text) {
+  json root = json::parse(text, nullptr, false);
+  if (!root.is_object()) return makeError(ErrorCode::kProtocol, "docker: container stats are not a JSON object");
+  auto unsignedAt = [](const json& parent, const char* key) -> std::optional<uint64_t> {
+    if (!parent.is_object()) return std::nullopt;
+    auto it = parent.find(key);
+    if (it == parent.end() || !it->is_number()) return std::nullopt;
+    return it->get<uint64_t>();
+  };
+  ContainerStats stats;
+  if (const json* cpu = objectField(root, "cpu_stats")) {
+    if (const json* usage = objectField(*cpu, "cpu_usage")) {
+      if (auto total = unsignedAt(*usage, "total_usage")) stats.cpuSeconds = double(*total) / 1e9;
+    }
+  }
+  if (const json* memory = objectField(root, "memory_stats")) {
+    uint64_t usage = unsignedAt(*memory, "usage").value_or(0);
+    if (const json* detail = objectField(*memory, "stats")) {
+      for (const char* cacheKey : {"total_inactive_file", "inactive_file", "cache"}) {
+        auto cache = unsignedAt(*detail, cacheKey);
+        if (!cache) continue;
+        if (*cache < usage) usage -= *cache;
+        break;
+      }
+    }
+    stats.memoryBytes = int64_t(usage);
+  }
+  return stats;
+}
+
 std::optional<RuntimeEvent> parseDockerEvent(std::string_view jsonLine) {
   json event = json::parse(jsonLine, nullptr, false);
   if (!event.is_object()) return std::nullopt;
@@ -788,6 +818,14 @@ Result<std::vector<std::string>> DockerRuntime::logTail(const std::string& id, i
   auto all = splitLogStream(response->body);
   if (all.size() > size_t(lines)) all.erase(all.begin(), all.end() - lines);
   return all;
+}
+
+Result<ContainerStats> DockerRuntime::containerStats(const std::string& id) {
+  auto response = call("GET", "/containers/" + urlEncode(id) + "/stats?stream=false&one-shot=true", {}, timeout_);
+  if (!response.ok()) return duringOperation(response.error(), "reading stats of container " + id);
+  if (response->status == 404) return makeError(ErrorCode::kNotFound, "docker: no container " + id);
+  if (response->status != 200) return httpError(*response, "reading stats of container " + id);
+  return parseContainerStats(response->body);
 }
 
 std::unique_ptr<EventWatcher> DockerRuntime::watchEvents(const std::map<std::string, std::string>& labels,

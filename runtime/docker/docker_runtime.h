@@ -47,6 +47,7 @@ class DockerRuntime final : public ContainerRuntime {
   Status removeContainer(const std::string& id, bool force) override;
 
   Result<std::vector<std::string>> logTail(const std::string& id, int lines) override;
+  Result<ContainerStats> containerStats(const std::string& id) override;
 
   std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
                                             RuntimeEventFn onEvent) override;
@@ -83,6 +84,10 @@ std::optional<std::chrono::system_clock::time_point> parseRfc3339(const std::str
 
 // Parses /containers/{id}/json.
 Result<ContainerInfo> parseContainerInspect(std::string_view json);
+
+// Parses a one-shot /containers/{id}/stats body. Memory is usage minus the reclaimable page cache,
+// as the docker CLI computes it (cgroup v1 total_inactive_file, v2 inactive_file, else cache).
+Result<ContainerStats> parseContainerStats(std::string_view json);
 
 // Maps one /events JSON line to a RuntimeEvent; nullopt for events the supervisor does not need.
 std::optional<RuntimeEvent> parseDockerEvent(std::string_view jsonLine);

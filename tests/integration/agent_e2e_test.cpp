@@ -56,6 +56,7 @@ class AgentE2ETest : public ::testing::Test {
       << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
       << "  reconcile_interval: 5s\n"
       << "logging: {level: debug, format: json}\n"
+      << "http: {listen: \"127.0.0.1:0\"}\n"  // tests run in parallel: let the kernel pick a port
       << extraTop;
     return c.str();
   }

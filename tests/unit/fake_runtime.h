@@ -28,6 +28,8 @@ class FakeRuntime final : public runtime::ContainerRuntime {
   int creates = 0, starts = 0, removes = 0, pulls = 0, stops = 0;
   runtime::RuntimeEventFn onEvent;
   std::vector<std::string> logLines{"standin: alive 1", "standin: alive 2"};
+  runtime::ContainerStats stats{1.5, 4 * 1024 * 1024};  // what containerStats returns
+  int statsCalls = 0;
 
   runtime::ContainerInfo& container(const std::string& id) { return containers_.at(id); }
   std::vector<runtime::ContainerInfo> all() const {
@@ -141,6 +143,12 @@ class FakeRuntime final : public runtime::ContainerRuntime {
     return okStatus();
   }
   Result<std::vector<std::string>> logTail(const std::string&, int) override { return logLines; }
+  Result<runtime::ContainerStats> containerStats(const std::string& id) override {
+    if (down) return unavailable();
+    ++statsCalls;
+    if (!containers_.count(id)) return makeError(ErrorCode::kNotFound, "no such container");
+    return stats;
+  }
 
   class Watcher final : public runtime::EventWatcher {};
   std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>&,
@@ -183,6 +191,7 @@ class ForwardingRuntime final : public runtime::ContainerRuntime {
   Status stopContainer(const std::string& id, std::chrono::seconds g) override { return t_.stopContainer(id, g); }
   Status removeContainer(const std::string& id, bool f) override { return t_.removeContainer(id, f); }
   Result<std::vector<std::string>> logTail(const std::string& id, int n) override { return t_.logTail(id, n); }
+  Result<runtime::ContainerStats> containerStats(const std::string& id) override { return t_.containerStats(id); }
   std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>& l,
                                                      runtime::RuntimeEventFn fn) override {
     return t_.watchEvents(l, std::move(fn));
