@@ -162,7 +162,7 @@ SteadyTime Supervisor::step() {
         if (!runtimeUp_) reconnectAt_ = clock_.now();
         break;
       case RuntimeEvent::Kind::kContainerOom:
-        oomSeen_.insert(event.containerId);
+        noteOom(event.containerId, clock_.now());
         reconcileRequested_ = true;
         break;
       case RuntimeEvent::Kind::kContainerExited:
@@ -433,9 +433,28 @@ void Supervisor::handleExisting(const ContainerInfo& sensor, const ContainerSpec
   onStarted(sensor.id, now);
 }
 
+// The runtime's OOM notice and the exit travel separate paths and may arrive in either order. A
+// notice close to an exit (before or after it) makes that exit an OOM kill; an older one was
+// about another process of the container that the kernel killed while the sensor kept running.
+void Supervisor::noteOom(const std::string& id, SteadyTime now) {
+  if (!lastExit_.countedOom && lastExit_.id == id && now - lastExit_.handledAt <= kOomWindow) {
+    lastExit_.countedOom = true;
+    updateStatus([](SupervisorStatus& s) {
+      ++s.oomKills;
+      s.lastExitOom = true;
+    });
+    if (pendingReason_ == RestartReason::kExit) pendingReason_ = RestartReason::kOom;
+    spdlog::warn("sensor {} was OOM-killed (the runtime's OOM notice came after the exit)", shortId(id));
+    return;
+  }
+  oomSeen_[id] = now;
+}
+
 void Supervisor::handleExit(const ContainerInfo& sensor, SteadyTime now) {
-  bool oom = sensor.oomKilled || oomSeen_.count(sensor.id) > 0;
-  oomSeen_.erase(sensor.id);
+  auto seen = oomSeen_.find(sensor.id);
+  bool oom = sensor.oomKilled || (seen != oomSeen_.end() && now - seen->second <= kOomWindow);
+  if (seen != oomSeen_.end()) oomSeen_.erase(seen);
+  lastExit_ = {sensor.id, now, oom};
   RestartReason reason = runtimeWasDown_ ? RestartReason::kRuntime : oom ? RestartReason::kOom : RestartReason::kExit;
   bool irrecoverable = reason == RestartReason::kExit && isIrrecoverableExit(sensor.exitCode);
   if (sensor.startedAtTime && clock_.wallNow() - *sensor.startedAtTime >= options_.backoff.resetAfter) {

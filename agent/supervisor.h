@@ -155,6 +155,7 @@ class Supervisor {
   void reconcile(SteadyTime now);
   void handleExisting(const runtime::ContainerInfo& sensor, const runtime::ContainerSpec& desired, SteadyTime now);
   void handleExit(const runtime::ContainerInfo& sensor, SteadyTime now);
+  void noteOom(const std::string& id, SteadyTime now);
   void handleMissing(const runtime::ContainerSpec& desired, SteadyTime now);
   Status ensureImage(const std::string& image);
   void onStarted(const std::string& id, SteadyTime now);
@@ -195,7 +196,13 @@ class Supervisor {
   std::string currentId_;
   std::string lastHandledExit_;
   std::optional<RestartReason> pendingReason_;
-  std::set<std::string> oomSeen_;
+  static constexpr std::chrono::seconds kOomWindow{10};
+  std::map<std::string, SteadyTime> oomSeen_;  // container id -> when the runtime reported an OOM
+  struct HandledExit {
+    std::string id;
+    SteadyTime handledAt{};
+    bool countedOom = false;
+  } lastExit_;
   std::string lastLoggedError_;
   SteadyTime nextStatsAt_{};
   SteadyTime lastProgressBeat_{};

@@ -250,6 +250,39 @@ TEST_F(SupervisorTest, AnOomEventWithoutTheInspectFlagStillCountsAsOom) {
   EXPECT_EQ(status().oomKills, 1u);
 }
 
+TEST_F(SupervisorTest, AnOomNoticeArrivingAfterTheExitStillCountsAsOom) {
+  settle();
+  std::string id = sensorId();
+  fake().exitContainer(id, 137, /*oom=*/false);
+  settle();
+  EXPECT_EQ(status().oomKills, 0u);
+  supervisor().post({runtime::RuntimeEvent::Kind::kContainerOom, id, std::nullopt, ""});
+  settle();
+  EXPECT_EQ(status().oomKills, 1u);
+  EXPECT_TRUE(status().lastExitOom);
+  advance(1000ms);
+  EXPECT_EQ(restarts(RestartReason::kOom), 1u);
+  EXPECT_EQ(restarts(RestartReason::kExit), 0u);
+  // A second notice about the same exit is not a second kill.
+  supervisor().post({runtime::RuntimeEvent::Kind::kContainerOom, id, std::nullopt, ""});
+  settle();
+  EXPECT_EQ(status().oomKills, 1u);
+}
+
+TEST_F(SupervisorTest, AnOldOomNoticeDoesNotMakeALaterExitAnOom) {
+  settle();
+  std::string id = sensorId();
+  // A child process of the sensor was OOM-killed; the sensor itself went on running.
+  supervisor().post({runtime::RuntimeEvent::Kind::kContainerOom, id, std::nullopt, ""});
+  settle();
+  advance(5min);
+  fake().exitContainer(id, 137, /*oom=*/false);
+  settle();
+  EXPECT_EQ(status().oomKills, 0u);
+  advance(1000ms);
+  EXPECT_EQ(restarts(RestartReason::kExit), 1u);
+}
+
 TEST_F(SupervisorTest, BackoffResetsAfterTheSensorRanLongEnough) {
   settle();
   std::string id = sensorId();
