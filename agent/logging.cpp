@@ -1,5 +1,7 @@
 #include "agent/logging.h"
 
+#include "agent/journald.h"
+
 #include <spdlog/details/log_msg.h>
 #include <spdlog/formatter.h>
 #include <spdlog/pattern_formatter.h>
@@ -83,7 +85,8 @@ class RedactingFormatter final : public spdlog::formatter {
 
 }  // namespace
 
-Status setupLogging(const std::string& level, const std::string& format, std::shared_ptr<SecretRedactor> redactor) {
+Status setupLogging(const std::string& level, const std::string& format, std::shared_ptr<SecretRedactor> redactor,
+                    std::shared_ptr<const LogContext> journalContext) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {
     return makeError(ErrorCode::kInvalidArgument, "logging.level: \"" + level + "\" is not a log level");
@@ -97,12 +100,24 @@ Status setupLogging(const std::string& level, const std::string& format, std::sh
   } else {
     return makeError(ErrorCode::kInvalidArgument, "logging.format: \"" + format + "\" is not text or json");
   }
-  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  sink->set_formatter(std::make_unique<RedactingFormatter>(std::move(inner), std::move(redactor)));
+  const bool toJournal = journalContext && stderrIsJournal();
+  spdlog::sink_ptr sink;
+  if (toJournal) {
+    sink = std::make_shared<JournalSink>(makeSystemdJournalWriter(), std::move(redactor), std::move(journalContext));
+  } else {
+    sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    sink->set_formatter(std::make_unique<RedactingFormatter>(std::move(inner), std::move(redactor)));
+  }
   auto logger = std::make_shared<spdlog::logger>("qcs-agent", sink);
   logger->set_level(lvl);
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
+  if (toJournal) {
+    spdlog::info(
+        "logging to journald with structured fields (stderr is the journal stream); logging.format {} "
+        "does not apply",
+        format);
+  }
   return okStatus();
 }
 

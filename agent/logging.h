@@ -1,6 +1,6 @@
-// Logging setup: spdlog to stderr as text or JSON lines, with every registered secret value
-// scrubbed from every line as a last line of defence (code must not log secrets in the first
-// place; this catches what a peer echoes back, e.g. a registry error quoting a token).
+// Logging setup: spdlog to journald (when started by systemd) or to stderr as text or JSON lines, with every registered
+// secret value scrubbed from every line as a last line of defence (code must not log secrets in the first place; this
+// catches what a peer echoes back, e.g. a registry error quoting a token).
 #pragma once
 
 #include <memory>
@@ -25,7 +25,13 @@ class SecretRedactor {
   std::vector<std::string> values_;
 };
 
+class LogContext;  // agent/journald.h
+
 // Installs the default logger. level: trace|debug|info|warn|error|critical|off; format: text|json.
-Status setupLogging(const std::string& level, const std::string& format, std::shared_ptr<SecretRedactor> redactor);
+// With a journalContext and stderr connected to the journal (JOURNAL_STREAM, see agent/journald.h),
+// records go to journald as structured entries carrying that context, and format does not apply;
+// otherwise they go to stderr in the given format.
+Status setupLogging(const std::string& level, const std::string& format, std::shared_ptr<SecretRedactor> redactor,
+                    std::shared_ptr<const LogContext> journalContext = nullptr);
 
 }  // namespace qcs::agent
