@@ -16,6 +16,7 @@
 #include "agent/config.h"
 #include "agent/http_server.h"
 #include "agent/instrumented_runtime.h"
+#include "agent/journald.h"
 #include "agent/logging.h"
 #include "agent/metrics.h"
 #include "agent/notifier.h"
@@ -308,6 +309,12 @@ std::string formatStatusReport(const nlohmann::json& d, const std::string& liste
   out << "  last exit:  " << text(sensor, "lastExitCode") << (sensor.value("lastExitOom", false) ? " (OOM-killed)" : "")
       << ", OOM kills " << text(sensor, "oomKills") << "\n";
   if (sensor.value("backoffSeconds", 0.0) > 0) out << "  backoff:    " << text(sensor, "backoffSeconds") << "s\n";
+  if (sensor.contains("health") && sensor["health"].is_object() && sensor["health"].value("probes", false)) {
+    const nlohmann::json& health = sensor["health"];
+    const std::string result = text(health, "lastResult");
+    out << "  health:     " << (result.empty() || result == "-" ? "not probed yet" : result) << ", "
+        << text(health, "consecutiveFailures") << " failures in a row\n";
+  }
   const std::string error = text(d, "lastError");
   if (error != "-") out << "  last error: " << error << "\n";
   return out.str();
@@ -321,7 +328,9 @@ constexpr std::chrono::milliseconds kLivenessTimeout{120000};
 
 int commandRun(const Config& config) {
   auto redactor = std::make_shared<SecretRedactor>();
-  if (auto st = setupLogging(config.logging.level, config.logging.format, redactor); !st)
+  // What the supervisor is doing, attached to every journal record (QCS_RUNTIME, ...).
+  auto logContext = std::make_shared<LogContext>();
+  if (auto st = setupLogging(config.logging.level, config.logging.format, redactor, logContext); !st)
     return configError(st.message());
 
   auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId);
@@ -359,6 +368,13 @@ int commandRun(const Config& config) {
   options.stopSensorOnShutdown = config.supervision.onStop == "stop";
   options.stopTimeout = std::chrono::duration_cast<std::chrono::seconds>(config.supervision.stopTimeout);
   options.statsInterval = kSensorStatsInterval;
+  const auto& health = config.supervision.health;
+  options.health.execCommand = health.execCommand;
+  options.health.quietAfter = health.quietAfter;
+  options.health.startupGrace = health.startupGrace;
+  options.health.period = health.period;
+  options.health.timeout = health.timeout;
+  options.health.failureThreshold = static_cast<int>(std::min<int64_t>(health.failureThreshold, 1'000'000));
   // The loop wakes at least every few seconds for /livez, and at half the watchdog interval for systemd.
   options.heartbeatInterval = kHeartbeatInterval;
   if (watchdog) {
@@ -388,7 +404,11 @@ int commandRun(const Config& config) {
     spdlog::info("agent.http: listening on {} (/metrics /livez /readyz /status)", server.value()->boundAddress());
 
     LoopNotifier loopNotifier(*notifier, watchdog.has_value());
-    supervisor.setHeartbeat([&] { loopNotifier.onLoop(supervisor.status()); });
+    supervisor.setHeartbeat([&] {
+      auto status = supervisor.status();
+      logContext->set({status.runtimeKind, status.containerId, sensorStateName(status.state)});
+      loopNotifier.onLoop(status);
+    });
     supervisor.run();
     notifier->stopping();
     notifier->status("stopping");

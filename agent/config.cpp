@@ -461,6 +461,18 @@ Result<double> parseNumber(const std::string& text) {
   return value;
 }
 
+Result<int64_t> parseCount(const std::string& text) {
+  const std::string_view trimmed = trimAscii(text);
+  int64_t value = 0;
+  const auto [end, error] = std::from_chars(trimmed.data(), trimmed.data() + trimmed.size(), value);
+  if (trimmed.empty() || error != std::errc() || end != trimmed.data() + trimmed.size()) {
+    return invalid(fmt::format("{} is not a whole number", quoteValue(text)));
+  }
+  return value;
+}
+
+std::string formatCount(int64_t value) { return std::to_string(value); }
+
 std::string formatNumber(double value) {
   std::array<char, 32> buffer{};
   const auto [end, error] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
@@ -1030,6 +1042,19 @@ std::vector<KeySpec> buildKeyTable() {
       "supervision.on_stop", [](auto& c) -> auto& { return c.supervision.onStop; }, oneOf({"leave", "stop"})));
   keys.push_back(durationKey(
       "supervision.stop_timeout", [](auto& c) -> auto& { return c.supervision.stopTimeout; }));
+  keys.push_back(stringListKey(
+      "supervision.health.exec.command", [](auto& c) -> auto& { return c.supervision.health.execCommand; }, true));
+  keys.push_back(durationKey(
+      "supervision.health.quiet_after", [](auto& c) -> auto& { return c.supervision.health.quietAfter; }));
+  keys.push_back(durationKey(
+      "supervision.health.startup_grace", [](auto& c) -> auto& { return c.supervision.health.startupGrace; }));
+  keys.push_back(durationKey(
+      "supervision.health.period", [](auto& c) -> auto& { return c.supervision.health.period; }));
+  keys.push_back(durationKey(
+      "supervision.health.timeout", [](auto& c) -> auto& { return c.supervision.health.timeout; }));
+  keys.push_back(parsedKey(
+      "supervision.health.failure_threshold", [](auto& c) -> auto& { return c.supervision.health.failureThreshold; },
+      parseCount, formatCount));
   keys.push_back(textKey(
       "platform.detect", [](auto& c) -> auto& { return c.platform.detect; },
       oneOf({"auto", "none", "aws", "azure", "gcp"})));
@@ -1413,6 +1438,38 @@ void validateSupervision(Loader& loader) {
   if (supervision.stopTimeout < milliseconds::zero()) {
     loader.problem("supervision.stop_timeout",
                    fmt::format("{} must not be negative", formatDuration(supervision.stopTimeout)));
+  }
+  const auto& health = supervision.health;
+  if (health.quietAfter < milliseconds::zero()) {
+    loader.problem("supervision.health.quiet_after",
+                   fmt::format("{} must not be negative (0 turns the probe off)", formatDuration(health.quietAfter)));
+  }
+  if (health.startupGrace < milliseconds::zero()) {
+    loader.problem("supervision.health.startup_grace",
+                   fmt::format("{} must not be negative", formatDuration(health.startupGrace)));
+  }
+  if (health.period < std::chrono::seconds(1)) {
+    loader.problem("supervision.health.period",
+                   fmt::format("{} is too short; it must be at least 1s", formatDuration(health.period)));
+  }
+  if (health.timeout <= milliseconds::zero()) {
+    loader.problem("supervision.health.timeout",
+                   fmt::format("{} must be greater than zero", formatDuration(health.timeout)));
+  } else if (health.timeout > std::chrono::minutes(1)) {
+    // The probe runs on the supervisor loop: a longer wait would starve /livez and the systemd watchdog.
+    loader.problem("supervision.health.timeout",
+                   fmt::format("{} is too long; it must be at most 1m", formatDuration(health.timeout)));
+  } else if (health.timeout >= health.period) {
+    loader.problem("supervision.health.timeout",
+                   fmt::format("{} must be less than supervision.health.period {}", formatDuration(health.timeout),
+                               formatDuration(health.period)));
+  }
+  if (health.failureThreshold < 1) {
+    loader.problem("supervision.health.failure_threshold",
+                   fmt::format("{} must be at least 1", health.failureThreshold));
+  }
+  if (!health.execCommand.empty() && health.execCommand.front().empty()) {
+    loader.problem("supervision.health.exec.command", "the first item, the program to run, must not be empty");
   }
 }
 

@@ -102,6 +102,16 @@ struct Config {
     std::chrono::milliseconds reconcileInterval{30 * 1000};
     std::string onStop = "leave";  // leave | stop
     std::chrono::milliseconds stopTimeout{30 * 1000};
+    // Health probes beyond "the container runs" (README "Health probes"); both off by default.
+    struct Health {
+      std::vector<std::string> execCommand;     // run in the sensor container; empty = off
+      std::chrono::milliseconds quietAfter{0};  // no output for longer than this fails; 0 = off
+      std::chrono::milliseconds startupGrace{60 * 1000};
+      std::chrono::milliseconds period{30 * 1000};
+      std::chrono::milliseconds timeout{10 * 1000};
+      int64_t failureThreshold = 3;
+      bool operator==(const Health&) const = default;
+    } health;
     bool operator==(const Supervision&) const = default;
   } supervision;
 

@@ -67,6 +67,15 @@ Result<runtime::ContainerStats> InstrumentedRuntime::containerStats(const std::s
   return timed("container_stats", [&] { return inner_->containerStats(id); });
 }
 
+Result<int> InstrumentedRuntime::execInContainer(const std::string& id, const std::vector<std::string>& command,
+                                                 std::chrono::milliseconds timeout) {
+  return timed("exec_in_container", [&] { return inner_->execInContainer(id, command, timeout); });
+}
+
+Result<std::optional<WallTime>> InstrumentedRuntime::lastOutputTime(const std::string& id, WallTime since) {
+  return timed("last_output_time", [&] { return inner_->lastOutputTime(id, since); });
+}
+
 std::unique_ptr<runtime::EventWatcher> InstrumentedRuntime::watchEvents(
     const std::map<std::string, std::string>& labels, runtime::RuntimeEventFn onEvent) {
   return inner_->watchEvents(labels, std::move(onEvent));

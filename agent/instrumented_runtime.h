@@ -39,6 +39,9 @@ class InstrumentedRuntime final : public runtime::ContainerRuntime {
   Status removeContainer(const std::string& id, bool force) override;
   Result<std::vector<std::string>> logTail(const std::string& id, int lines) override;
   Result<runtime::ContainerStats> containerStats(const std::string& id) override;
+  Result<int> execInContainer(const std::string& id, const std::vector<std::string>& command,
+                              std::chrono::milliseconds timeout) override;
+  Result<std::optional<WallTime>> lastOutputTime(const std::string& id, WallTime since) override;
   std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
                                                      runtime::RuntimeEventFn onEvent) override;
 

@@ -66,6 +66,7 @@ Supervisor::Supervisor(RuntimeConnector& connector, DesiredSpecSource& specSourc
   auto now = clock_.now();
   reconnectAt_ = now;
   nextReconcileAt_ = now;
+  status_.healthProbes = options_.health.enabled();
 }
 
 Supervisor::~Supervisor() { watcher_.reset(); }
@@ -180,6 +181,7 @@ SteadyTime Supervisor::step() {
     if (due) reconcile(now);
   }
   if (samplingStats() && now >= nextStatsAt_) sampleStats(now);
+  if (probing() && now >= *nextProbeAt_) runProbes(clock_.now());
   updateStatus([&](SupervisorStatus& s) { s.lastHeartbeat = clock_.now(); });
   return nextDeadline();
 }
@@ -188,6 +190,7 @@ SteadyTime Supervisor::nextDeadline() const {
   if (!runtimeUp_) return reconnectAt_;
   SteadyTime next = nextReconcileAt_;
   if (restartAt_) next = std::min(next, *restartAt_);
+  if (probing()) next = std::min(next, *nextProbeAt_);
   if (samplingStats()) next = std::min(next, nextStatsAt_);
   return next;
 }
@@ -353,8 +356,9 @@ void Supervisor::reconcile(SteadyTime now) {
         return;
       }
       // A first reconcile replacing an old sensor is a drift too: the sensor existed.
-      pendingReason_ = RestartReason::kDrift;
+      if (pendingReason_ != RestartReason::kUnhealthy) pendingReason_ = RestartReason::kDrift;
       restartAt_.reset();
+      stopProbing();
       currentId_.clear();
       sensor.reset();
     }
@@ -382,6 +386,7 @@ void Supervisor::handleExisting(const ContainerInfo& sensor, const ContainerSpec
         }
         currentId_ = sensor.id;
       }
+      if (probedId_ != sensor.id) scheduleProbes(sensor.id, sensor.startedAtTime, now);
       restartAt_.reset();
       lastLoggedError_.clear();
       if (sensor.startedAtTime && clock_.wallNow() - *sensor.startedAtTime >= options_.backoff.resetAfter) {
@@ -410,7 +415,13 @@ void Supervisor::handleExisting(const ContainerInfo& sensor, const ContainerSpec
   updateStatus([&](SupervisorStatus& s) { s.containerId = sensor.id; });
   bool neverStarted = sensor.state == ContainerState::kCreated;
   std::string exitKey = sensor.id + "|" + sensor.finishedAt;
-  if (!neverStarted && exitKey != lastHandledExit_) {
+  stopProbing();
+  if (!neverStarted && exitKey != lastHandledExit_ && sensor.id == stoppedAsUnhealthy_) {
+    // The exit the health probes caused: already counted as an unhealthy restart.
+    lastHandledExit_ = exitKey;
+    stoppedAsUnhealthy_.clear();
+    if (!restartAt_) restartAt_ = now;
+  } else if (!neverStarted && exitKey != lastHandledExit_) {
     lastHandledExit_ = exitKey;
     handleExit(sensor, now);
   } else if (!restartAt_) {
@@ -503,10 +514,11 @@ void Supervisor::copyCrashLog(const std::string& id) {
 }
 
 void Supervisor::handleMissing(const ContainerSpec& desired, SteadyTime now) {
+  stopProbing();
   if (!currentId_.empty()) {
     spdlog::warn("sensor container {} is gone; creating it again", shortId(currentId_));
     currentId_.clear();
-    pendingReason_ = RestartReason::kMissing;
+    if (pendingReason_ != RestartReason::kUnhealthy) pendingReason_ = RestartReason::kMissing;
     auto delay = backoff_.nextDelay(false);
     restartAt_ = now + delay;
     updateStatus([&](SupervisorStatus& s) {
@@ -542,7 +554,6 @@ void Supervisor::handleMissing(const ContainerSpec& desired, SteadyTime now) {
 }
 
 void Supervisor::onStarted(const std::string& id, SteadyTime now) {
-  (void)now;
   if (pendingReason_) {
     updateStatus([&](SupervisorStatus& s) { ++s.restarts[*pendingReason_]; });
     spdlog::info("sensor {} started (restart reason: {})", shortId(id), restartReasonName(*pendingReason_));
@@ -552,7 +563,9 @@ void Supervisor::onStarted(const std::string& id, SteadyTime now) {
   pendingReason_.reset();
   restartAt_.reset();
   lastLoggedError_.clear();
+  stoppedAsUnhealthy_.clear();
   auto info = runtime_->inspectContainer(id);
+  scheduleProbes(id, info ? info->startedAtTime : std::nullopt, now);
   updateStatus([&](SupervisorStatus& s) {
     s.containerId = id;
     s.backoffSeconds = 0;
@@ -563,6 +576,140 @@ void Supervisor::onStarted(const std::string& id, SteadyTime now) {
     }
   });
   setState(SensorState::kRunning);
+}
+
+// ---- Health probes -------------------------------------------------------------------------------
+
+void Supervisor::scheduleProbes(const std::string& id, std::optional<WallTime> startedAt, SteadyTime now) {
+  probedId_ = id;
+  probedStartedAt_ = startedAt;
+  probeFailures_ = 0;
+  updateStatus([](SupervisorStatus& s) {
+    s.probeFailures = 0;
+    s.lastProbeResult.clear();
+    s.lastProbeAt.reset();
+  });
+  if (!options_.health.enabled()) {
+    nextProbeAt_.reset();
+    return;
+  }
+  // The grace counts from the container's start: an adopted sensor that has run a while is probed now.
+  auto grace = std::chrono::duration_cast<std::chrono::milliseconds>(options_.health.startupGrace);
+  if (startedAt) {
+    auto ranFor = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.wallNow() - *startedAt);
+    grace = std::max(std::chrono::milliseconds(0), grace - std::max(std::chrono::milliseconds(0), ranFor));
+  }
+  nextProbeAt_ = now + grace;
+}
+
+void Supervisor::stopProbing() {
+  probedId_.clear();
+  probedStartedAt_.reset();
+  nextProbeAt_.reset();
+  probeFailures_ = 0;
+}
+
+bool Supervisor::probing() const {
+  return nextProbeAt_.has_value() && runtimeUp_ && !probedId_.empty() && probedId_ == currentId_ &&
+         status().state == SensorState::kRunning;
+}
+
+void Supervisor::runProbes(SteadyTime now) {
+  const HealthProbeOptions& health = options_.health;
+  nextProbeAt_ = now + health.period;
+  std::string failure;  // empty: healthy
+
+  if (!health.execCommand.empty()) {
+    auto exec = runtime_->execInContainer(probedId_, health.execCommand, health.timeout);
+    if (exec.ok()) {
+      if (exec.value() != 0) failure = fmt::format("exec probe exited with code {}", exec.value());
+    } else if (exec.code() == ErrorCode::kNotFound || exec.code() == ErrorCode::kConflict) {
+      // The container is gone or no longer running: the reconcile deals with that, not the probe.
+      reconcileRequested_ = true;
+      return;
+    } else if (exec.code() == ErrorCode::kUnavailable || exec.code() == ErrorCode::kTimeout) {
+      if (auto ping = runtime_->ping(); !ping) {
+        markRuntimeDown(ping.error(), now);
+        return;
+      }
+      failure = exec.code() == ErrorCode::kTimeout
+                    ? fmt::format("exec probe did not finish within {}ms", health.timeout.count())
+                    : "exec probe failed: " + exec.message();
+    } else {
+      failure = "exec probe failed: " + exec.message();
+    }
+  }
+
+  if (failure.empty() && health.quietAfter.count() > 0) {
+    const WallTime wallNow = clock_.wallNow();
+    auto last = runtime_->lastOutputTime(probedId_, wallNow - health.quietAfter);
+    if (!last.ok()) {
+      if (last.code() == ErrorCode::kNotFound) {
+        reconcileRequested_ = true;
+        return;
+      }
+      // Not knowing is not the sensor's fault: the probe is skipped, not failed.
+      spdlog::warn("cannot read when the sensor last wrote output: {}", last.message());
+      return;
+    }
+    if (!last.value()) {
+      // Output from before this start does not count; a start less than quietAfter ago is not quiet yet.
+      auto quietSince = probedStartedAt_;
+      if (!quietSince || wallNow - *quietSince > health.quietAfter) {
+        failure = fmt::format("no output for longer than {}ms (quiet_after)", health.quietAfter.count());
+      }
+    }
+  }
+
+  const WallTime probedAt = clock_.wallNow();
+  if (failure.empty()) {
+    if (probeFailures_ > 0) spdlog::info("sensor {} health probe passes again", shortId(probedId_));
+    probeFailures_ = 0;
+    updateStatus([&](SupervisorStatus& s) {
+      s.probeFailures = 0;
+      s.lastProbeResult = "ok";
+      s.lastProbeAt = probedAt;
+    });
+    return;
+  }
+  ++probeFailures_;
+  updateStatus([&](SupervisorStatus& s) {
+    s.probeFailures = probeFailures_;
+    s.lastProbeResult = failure;
+    s.lastProbeAt = probedAt;
+  });
+  spdlog::warn("sensor {} health probe failed ({} of {}): {}", shortId(probedId_), probeFailures_,
+               health.failureThreshold, failure);
+  if (probeFailures_ >= health.failureThreshold) restartUnhealthy(failure, now);
+}
+
+void Supervisor::restartUnhealthy(const std::string& why, SteadyTime now) {
+  const std::string id = probedId_;
+  spdlog::error("sensor {} is unhealthy: {} ({} probes failed in a row); restarting it", shortId(id), why,
+                probeFailures_);
+  copyCrashLog(id);
+  if (probedStartedAt_ && clock_.wallNow() - *probedStartedAt_ >= options_.backoff.resetAfter) backoff_.reset();
+  stoppedAsUnhealthy_ = id;
+  if (auto stopped = runtime_->stopContainer(id, options_.stopTimeout);
+      !stopped && stopped.code() != ErrorCode::kNotFound) {
+    stoppedAsUnhealthy_.clear();
+    // Probing goes on; the next failure tries again.
+    nextProbeAt_ = clock_.now() + options_.health.period;
+    handleRuntimeError(withContext(stopped.error(), "stopping the unhealthy sensor"), now);
+    return;
+  }
+  stopProbing();
+  auto delay = backoff_.nextDelay(false);
+  restartAt_ = now + delay;
+  pendingReason_ = RestartReason::kUnhealthy;
+  reconcileRequested_ = true;
+  updateStatus([&](SupervisorStatus& s) {
+    s.backoffSeconds = seconds(delay);
+    s.sensorStartedAt.reset();
+  });
+  setState(SensorState::kBackoff);
+  spdlog::warn("sensor {} stopped as unhealthy; restart {} in {:.1f}s", shortId(id), backoff_.failures(),
+               seconds(delay));
 }
 
 Status Supervisor::ensureImage(const std::string& image) {

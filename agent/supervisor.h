@@ -16,6 +16,12 @@
 // - other containers carrying the managed label are stray copies: remove them;
 // - a container with the sensor's name that the agent did not create is never touched: the
 //   supervisor reports the conflict and waits for the operator.
+//
+// Health probes (HealthProbeOptions, off by default): while the sensor runs and its startup grace
+// has passed, every period the supervisor runs an exec probe in the container and/or checks that
+// the sensor wrote output recently. failureThreshold failures in a row stop the sensor and start
+// it again after the restart backoff, counted as reason unhealthy (the exit the stop causes is
+// not counted again as an exit). Probes run on the loop's thread, scheduled like any deadline.
 #pragma once
 
 #include <condition_variable>
@@ -28,6 +34,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "agent/backoff.h"
 #include "common/clock.h"
@@ -88,6 +95,12 @@ struct SupervisorStatus {
   std::string statsContainerId;
   double sensorCpuSeconds = 0;
   int64_t sensorMemoryBytes = 0;
+  // Health probes: whether any is configured, the failures in a row of the current container, and
+  // the last probe's result ("ok", or why it failed; "" before the first probe).
+  bool healthProbes = false;
+  int probeFailures = 0;
+  std::string lastProbeResult;
+  std::optional<WallTime> lastProbeAt;
 };
 
 // Opens the runtime; called again while it fails. Detection lives behind it.
@@ -105,6 +118,16 @@ class DesiredSpecSource {
   virtual Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& runtime) = 0;
 };
 
+struct HealthProbeOptions {
+  std::vector<std::string> execCommand;           // empty = no exec probe
+  std::chrono::milliseconds quietAfter{0};        // 0 = no output probe
+  std::chrono::milliseconds startupGrace{60000};  // from the container's start
+  std::chrono::milliseconds period{30000};
+  std::chrono::milliseconds timeout{10000};  // of the exec probe
+  int failureThreshold = 3;
+  bool enabled() const { return !execCommand.empty() || quietAfter.count() > 0; }
+};
+
 struct SupervisorOptions {
   std::string sensorName = "qualys-container-sensor";
   std::string pullPolicy = "if-not-present";
@@ -120,6 +143,7 @@ struct SupervisorOptions {
   // run() wakes at least this often to record a heartbeat, even when nothing is due (0 = only
   // when something is due). The systemd watchdog needs it at most WatchdogSec/2.
   std::chrono::milliseconds heartbeatInterval{0};
+  HealthProbeOptions health;
 };
 
 class Supervisor {
@@ -168,6 +192,11 @@ class Supervisor {
   void beat(bool fromLongStep);
   bool samplingStats() const;
   void sampleStats(SteadyTime now);
+  void scheduleProbes(const std::string& id, std::optional<WallTime> startedAt, SteadyTime now);
+  void stopProbing();
+  bool probing() const;
+  void runProbes(SteadyTime now);
+  void restartUnhealthy(const std::string& why, SteadyTime now);
 
   template <typename Fn>
   void updateStatus(Fn&& fn) {
@@ -207,6 +236,12 @@ class Supervisor {
   SteadyTime nextStatsAt_{};
   SteadyTime lastProgressBeat_{};
   std::function<void()> heartbeat_;
+  // Health probes of the container probedId_ (empty: none being probed).
+  std::string probedId_;
+  std::optional<WallTime> probedStartedAt_;
+  std::optional<SteadyTime> nextProbeAt_;
+  int probeFailures_ = 0;
+  std::string stoppedAsUnhealthy_;  // the container the probes stopped: its exit is not an exit
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

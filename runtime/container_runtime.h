@@ -165,6 +165,17 @@ class ContainerRuntime {
   // One resource usage sample of a running container; kNotFound if it does not exist.
   virtual Result<ContainerStats> containerStats(const std::string& id) = 0;
 
+  // Runs `command` inside the running container (a health probe) and returns its exit code.
+  // kTimeout when it has not finished within `timeout` (it is left to end on its own);
+  // kNotFound when the container does not exist, kConflict when it is not running.
+  virtual Result<int> execInContainer(const std::string& id, const std::vector<std::string>& command,
+                                      std::chrono::milliseconds timeout) = 0;
+
+  // When the container last wrote a line to stdout or stderr, looking no further back than
+  // `since`; nullopt when it wrote nothing since then.
+  virtual Result<std::optional<std::chrono::system_clock::time_point>> lastOutputTime(
+      const std::string& id, std::chrono::system_clock::time_point since) = 0;
+
   // Subscribes to container events for containers carrying all the given labels.
   virtual std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
                                                     RuntimeEventFn onEvent) = 0;

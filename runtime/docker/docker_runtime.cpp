@@ -506,6 +506,15 @@ std::optional<std::chrono::system_clock::time_point> parseRfc3339(const std::str
   return system_clock::time_point{duration_cast<system_clock::duration>(since + nanoseconds{nanos})};
 }
 
+std::optional<std::chrono::system_clock::time_point> newestLogTimestamp(std::string_view body) {
+  std::optional<std::chrono::system_clock::time_point> newest;
+  for (const std::string& line : splitLogStream(body)) {
+    const auto stamp = parseRfc3339(line.substr(0, line.find(' ')));
+    if (stamp && (!newest || *stamp > *newest)) newest = stamp;
+  }
+  return newest;
+}
+
 Result<ContainerInfo> parseContainerInspect(std::string_view text) {
   json root = json::parse(text, nullptr, false);
   if (!root.is_object()) {
@@ -826,6 +835,75 @@ Result<ContainerStats> DockerRuntime::containerStats(const std::string& id) {
   if (response->status == 404) return makeError(ErrorCode::kNotFound, "docker: no container " + id);
   if (response->status != 200) return httpError(*response, "reading stats of container " + id);
   return parseContainerStats(response->body);
+}
+
+Result<int> DockerRuntime::execInContainer(const std::string& id, const std::vector<std::string>& command,
+                                           milliseconds timeout) {
+  if (command.empty()) return makeError(ErrorCode::kInvalidArgument, "docker: exec needs a command");
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string what = "running a health probe in container " + id;
+  json createBody = {
+      {"Cmd", command}, {"AttachStdin", false}, {"AttachStdout", false}, {"AttachStderr", false}, {"Tty", false}};
+  auto created = call("POST", "/containers/" + urlEncode(id) + "/exec", createBody.dump(), timeout_);
+  if (!created.ok()) return duringOperation(created.error(), what);
+  if (created->status == 404) return makeError(ErrorCode::kNotFound, "docker: no container " + id);
+  if (created->status == 409) {
+    return makeError(ErrorCode::kConflict,
+                     "docker: container " + id + " is not running (" + daemonMessage(created->body) + ")");
+  }
+  if (created->status != 201 && created->status != 200) return httpError(*created, what);
+  const std::string execId = stringField(json::parse(created->body, nullptr, false), "Id");
+  if (execId.empty()) return makeError(ErrorCode::kProtocol, "docker: exec create answered without an Id");
+
+  auto started =
+      call("POST", "/exec/" + urlEncode(execId) + "/start", json{{"Detach", true}, {"Tty", false}}.dump(), timeout_);
+  if (!started.ok()) return duringOperation(started.error(), what);
+  if (started->status == 409) {
+    return makeError(ErrorCode::kConflict,
+                     "docker: container " + id + " is not running (" + daemonMessage(started->body) + ")");
+  }
+  if (started->status != 200 && started->status != 204) return httpError(*started, what);
+
+  // The daemon has no "wait for exec" call: poll its state, a little less eagerly as time passes.
+  milliseconds pause{10};
+  for (;;) {
+    auto inspected = call("GET", "/exec/" + urlEncode(execId) + "/json", {}, timeout_);
+    if (!inspected.ok()) return duringOperation(inspected.error(), what);
+    if (inspected->status != 200) return httpError(*inspected, what);
+    json state = json::parse(inspected->body, nullptr, false);
+    if (!state.is_object()) return makeError(ErrorCode::kProtocol, "docker: exec inspect is not a JSON object");
+    if (!state.value("Running", false)) {
+      const json* code = state.contains("ExitCode") ? &state["ExitCode"] : nullptr;
+      if (code == nullptr || !code->is_number_integer()) {
+        return makeError(ErrorCode::kProtocol, "docker: exec ended without an exit code");
+      }
+      return code->get<int>();
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return makeError(ErrorCode::kTimeout, "docker: health probe in container " + id + " did not finish within " +
+                                                std::to_string(timeout.count()) + "ms");
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+    pause = std::min(pause * 2, milliseconds(200));
+  }
+}
+
+Result<std::optional<std::chrono::system_clock::time_point>> DockerRuntime::lastOutputTime(
+    const std::string& id, std::chrono::system_clock::time_point since) {
+  // Whole seconds, rounded down: a line up to a second older than asked for may come back, which
+  // only makes the answer more recent than `since`, never wrong about the newest line.
+  const auto sinceSeconds = std::chrono::duration_cast<std::chrono::seconds>(since.time_since_epoch()).count();
+  auto response = call("GET",
+                       "/containers/" + urlEncode(id) + "/logs?stdout=1&stderr=1&timestamps=1&tail=5&since=" +
+                           std::to_string(std::max<int64_t>(sinceSeconds, 1)),
+                       {}, timeout_);
+  if (!response.ok()) return duringOperation(response.error(), "reading logs of container " + id);
+  if (response->status == 404) return makeError(ErrorCode::kNotFound, "docker: no container " + id);
+  if (response->status != 200) return httpError(*response, "reading logs of container " + id);
+  auto newest = newestLogTimestamp(response->body);
+  if (newest && *newest < since) newest.reset();
+  return newest;
 }
 
 std::unique_ptr<EventWatcher> DockerRuntime::watchEvents(const std::map<std::string, std::string>& labels,

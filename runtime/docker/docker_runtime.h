@@ -48,6 +48,13 @@ class DockerRuntime final : public ContainerRuntime {
 
   Result<std::vector<std::string>> logTail(const std::string& id, int lines) override;
   Result<ContainerStats> containerStats(const std::string& id) override;
+  // POST /containers/{id}/exec, POST /exec/{id}/start (detached), then GET /exec/{id}/json until it
+  // ends or the timeout passes: polling bounded by the probe's timeout and only while it runs.
+  Result<int> execInContainer(const std::string& id, const std::vector<std::string>& command,
+                              std::chrono::milliseconds timeout) override;
+  // GET /containers/{id}/logs?timestamps=1&since=...&tail=N: the newest line's timestamp.
+  Result<std::optional<std::chrono::system_clock::time_point>> lastOutputTime(
+      const std::string& id, std::chrono::system_clock::time_point since) override;
 
   std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
                                             RuntimeEventFn onEvent) override;
@@ -78,6 +85,10 @@ std::string createContainerBody(const ContainerSpec& spec);
 
 // Demultiplexes a /containers/{id}/logs body (8-byte frame headers, or a raw TTY stream) into lines.
 std::vector<std::string> splitLogStream(std::string_view body);
+
+// The newest timestamp among log lines fetched with timestamps=1 ("<RFC 3339> <text>"); nullopt when
+// there is no line.
+std::optional<std::chrono::system_clock::time_point> newestLogTimestamp(std::string_view body);
 
 // RFC 3339 with optional fractional seconds and offset. Docker's zero time is nullopt.
 std::optional<std::chrono::system_clock::time_point> parseRfc3339(const std::string& text);

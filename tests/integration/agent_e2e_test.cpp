@@ -44,7 +44,8 @@ class AgentE2ETest : public ::testing::Test {
   void setControl(const std::string& line) { ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n")); }
 
   std::string config(const std::string& extraSensor = "", const std::string& extraTop = "",
-                     const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never") {
+                     const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never",
+                     const std::string& extraSupervision = "") {
     std::ostringstream c;
     c << "runtime:\n  kind: docker\n  endpoint: " << dockerd_->socketPath() << "\n"
       << "sensor:\n  image: " << image << "\n  pull_policy: " << pullPolicy << "\n  name: " << kSensorName << "\n"
@@ -55,7 +56,7 @@ class AgentE2ETest : public ::testing::Test {
       << "  customer_id: {source: file, path: " << dir_.file("customer-id") << "}\n"
       << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
       << "  reconcile_interval: 5s\n"
-      << "logging: {level: debug, format: json}\n"
+      << extraSupervision << "logging: {level: debug, format: json}\n"
       << "http: {listen: \"127.0.0.1:0\"}\n"  // tests run in parallel: let the kernel pick a port
       << extraTop;
     return c.str();
@@ -367,6 +368,40 @@ TEST_F(AgentE2ETest, TheCrashedSensorsLastOutputIsCopiedIntoTheAgentLog) {
   setControl("exit 24");
   ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
   ASSERT_TRUE(waitFor([&] { return logged(*agent_, "sensor| standin: exiting with 24"); }, 30s)) << agent_->output();
+}
+
+// Health probes: the stand-in hangs (one line, then silence) and the output probe restarts it.
+TEST_F(AgentE2ETest, AQuietSensorIsRestartedAsUnhealthy) {
+  setControl("hang");
+  agent_ = startAgent(config("", "", "qcs-standin:test", "never",
+                             "  health: {quiet_after: 2s, startup_grace: 1s, period: 1s, timeout: 500ms, "
+                             "failure_threshold: 2}\n"));
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string started = sensorStartedAt();
+  ASSERT_TRUE(waitRestarted(started, 30s)) << agent_->output();
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "restart reason: unhealthy"); }, 30s)) << agent_->output();
+  EXPECT_TRUE(logged(*agent_, "no output for longer than 2000ms"));
+  EXPECT_FALSE(logged(*agent_, "restart reason: exit")) << "the stop the probe caused is not an exit";
+  EXPECT_EQ(managedCount(), 1);
+}
+
+// The exec probe runs in the sensor container; a file in the (read-only) control mount fails it.
+TEST_F(AgentE2ETest, AFailingExecProbeRestartsTheSensorAsUnhealthy) {
+  agent_ = startAgent(config("", "", "qcs-standin:test", "never",
+                             "  health:\n"
+                             "    exec: {command: [/bin/sh, -c, \"test ! -e /standin/unhealthy\"]}\n"
+                             "    startup_grace: 1s\n    period: 2s\n    timeout: 1500ms\n"
+                             "    failure_threshold: 2\n"));
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  std::string started = sensorStartedAt();
+  ASSERT_TRUE(writeFile(dir_.file("control/unhealthy"), "1\n"));
+  ASSERT_TRUE(waitFor([&] { return logged(*agent_, "restart reason: unhealthy"); }, 30s)) << agent_->output();
+  EXPECT_TRUE(logged(*agent_, "exec probe exited with code 1"));
+  ASSERT_TRUE(waitRestarted(started, 30s)) << agent_->output();
+  EXPECT_FALSE(logged(*agent_, "restart reason: exit"));
+  std::string id = sensorId();
+  ::unlink(dir_.file("control/unhealthy").c_str());
+  EXPECT_EQ(sensorId(), id) << "restarted in place";
 }
 
 class RegistryPullTest : public AgentE2ETest {

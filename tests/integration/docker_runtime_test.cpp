@@ -303,6 +303,55 @@ TEST_F(DockerRuntimeTest, ExitCodeIsObservedThroughInspect) {
   EXPECT_TRUE(runtime_->removeContainer(id, false).ok());
 }
 
+TEST_F(DockerRuntimeTest, ExecInContainerReturnsExitCodesAndTimesOut) {
+  const std::string id = createAndStart(standinSpec(uniqueName("exec")));
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(waitForState(id, ContainerState::kRunning));
+
+  auto ok = runtime_->execInContainer(id, {"/bin/sh", "-c", "exit 0"}, 10s);
+  ASSERT_TRUE(ok.ok()) << ok.message();
+  EXPECT_EQ(*ok, 0);
+  auto three = runtime_->execInContainer(id, {"/bin/sh", "-c", "exit 3"}, 10s);
+  ASSERT_TRUE(three.ok()) << three.message();
+  EXPECT_EQ(*three, 3);
+  auto missing = runtime_->execInContainer(id, {"/no/such/program"}, 10s);
+  // Docker refuses to start it (HTTP 400, named in the message); either way the probe fails.
+  if (missing.ok()) {
+    EXPECT_NE(*missing, 0);
+  } else {
+    EXPECT_EQ(missing.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(missing.message().find("/no/such/program"), std::string::npos);
+  }
+
+  const auto asked = std::chrono::steady_clock::now();
+  auto slow = runtime_->execInContainer(id, {"/bin/sh", "-c", "sleep 30"}, 500ms);
+  const auto took = std::chrono::steady_clock::now() - asked;
+  EXPECT_EQ(slow.code(), ErrorCode::kTimeout) << (slow.ok() ? "finished" : slow.message());
+  EXPECT_GE(took, 500ms);
+  EXPECT_LT(took, 5s) << "the wait is bounded by the probe's timeout";
+
+  // The stand-in writes a line every 0.2s: its newest line is recent.
+  const auto before = std::chrono::system_clock::now();
+  std::optional<std::chrono::system_clock::time_point> last;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto answer = runtime_->lastOutputTime(id, before);
+        if (answer.ok()) last = *answer;
+        return answer.ok() && last.has_value();
+      },
+      kDeadline));
+  EXPECT_GE(*last, before);
+  EXPECT_LE(*last, std::chrono::system_clock::now() + 1s);
+  auto future = runtime_->lastOutputTime(id, std::chrono::system_clock::now() + 1h);
+  ASSERT_TRUE(future.ok()) << future.message();
+  EXPECT_FALSE(future->has_value());
+
+  ASSERT_TRUE(runtime_->stopContainer(id, 5s).ok());
+  EXPECT_EQ(runtime_->execInContainer(id, {"/bin/true"}, 1s).code(), ErrorCode::kConflict);
+  EXPECT_TRUE(runtime_->removeContainer(id, true).ok());
+  EXPECT_EQ(runtime_->execInContainer(id, {"/bin/true"}, 1s).code(), ErrorCode::kNotFound);
+}
+
 TEST_F(DockerRuntimeTest, OomKillIsReportedByInspectAndEvents) {
   const std::string name = uniqueName("oom");
   EventLog events;

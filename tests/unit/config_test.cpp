@@ -637,6 +637,24 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"reconcile too short", "supervision: {reconcile_interval: 999ms}", "supervision.reconcile_interval",
                  "1s"},
         RuleCase{"negative stop timeout", "supervision: {stop_timeout: -1s}", "supervision.stop_timeout", "negative"},
+        RuleCase{"negative quiet_after", "supervision: {health: {quiet_after: -1s}}", "supervision.health.quiet_after",
+                 "negative"},
+        RuleCase{"negative startup_grace", "supervision: {health: {startup_grace: -1s}}",
+                 "supervision.health.startup_grace", "negative"},
+        RuleCase{"probe period too short", "supervision: {health: {period: 0s}}", "supervision.health.period", "1s"},
+        RuleCase{"probe timeout zero", "supervision: {health: {timeout: 0s}}", "supervision.health.timeout", "zero"},
+        RuleCase{"probe timeout not below period", "supervision: {health: {period: 5s, timeout: 5s}}",
+                 "supervision.health.timeout", "less than supervision.health.period"},
+        RuleCase{"probe timeout too long", "supervision: {health: {period: 5m, timeout: 2m}}",
+                 "supervision.health.timeout", "at most 1m"},
+        RuleCase{"failure_threshold zero", "supervision: {health: {failure_threshold: 0}}",
+                 "supervision.health.failure_threshold", "at least 1"},
+        RuleCase{"failure_threshold fraction", "supervision: {health: {failure_threshold: 1.5}}",
+                 "supervision.health.failure_threshold", "whole number"},
+        RuleCase{"exec command not a list", "supervision: {health: {exec: {command: \"true\"}}}",
+                 "supervision.health.exec.command", "list"},
+        RuleCase{"exec program empty", "supervision: {health: {exec: {command: [\"\", x]}}}",
+                 "supervision.health.exec.command", "empty"},
         // http
         RuleCase{"listen without port", "http: {listen: 127.0.0.1}", "http.listen", "port"},
         RuleCase{"listen port range", "http: {listen: \"127.0.0.1:70000\"}", "http.listen", "0-65535"},
@@ -888,6 +906,9 @@ TEST(OverridableKeysTest, CoverEveryScalarWithUniqueVariables) {
                           "supervision.backoff.initial",
                           "supervision.backoff.reset_after",
                           "supervision.stop_timeout",
+                          "supervision.health.exec.command",
+                          "supervision.health.quiet_after",
+                          "supervision.health.failure_threshold",
                           "platform.detect",
                           "http.listen",
                           "logging.format"}) {
@@ -942,6 +963,12 @@ Config customConfig() {
   c.supervision.reconcileInterval = std::chrono::seconds(61);
   c.supervision.onStop = "stop";
   c.supervision.stopTimeout = milliseconds(0);
+  c.supervision.health = {{"/bin/sh", "-c", "test ! -e /standin/unhealthy"},
+                          milliseconds(90000),
+                          milliseconds(1500),
+                          milliseconds(5000),
+                          milliseconds(2500),
+                          4};
   c.platform.detect = "azure";
   c.http.listen = "[::1]:0";
   c.logging = {"critical", "json"};
@@ -995,15 +1022,27 @@ TEST(OverridableKeysTest, EachKeyAcceptsItsOwnRenderedValue) {
 TEST(RenderTest, DefaultsRenderInSpecShape) {
   const std::string yaml = renderConfigYaml(Config{});
   for (const char* expected :
-       {"runtime:\n  kind: auto\n", "host_root: /", "containerd_namespace: qualys", "image: qualys/qcs-sensor:latest",
+       {"runtime:\n  kind: auto\n",
+        "host_root: /",
+        "containerd_namespace: qualys",
+        "image: qualys/qcs-sensor:latest",
         "args: [--perform-sca-scan, --optimize-image-scans, --sensor-without-persistent-storage, "
         "--enable-console-logs]",
-        "env: {}", "capabilities: [SYS_ADMIN, DAC_OVERRIDE, SETUID, SETGID]",
-        "resources: {cpu_request: 250m, cpu_limit: 500m, memory_request: 512Mi, memory_limit: 1Gi}", "extra_mounts: []",
+        "env: {}",
+        "capabilities: [SYS_ADMIN, DAC_OVERRIDE, SETUID, SETGID]",
+        "resources: {cpu_request: 250m, cpu_limit: 500m, memory_request: 512Mi, memory_limit: 1Gi}",
+        "extra_mounts: []",
         "activation_id: {source: env, name: QUALYS_ACTIVATION_ID}",
         "customer_id: {source: file, path: /etc/qcs-agent/secrets/customer-id}",
-        "backoff: {initial: 1s, max: 5m, multiplier: 2, jitter: 0.1, reset_after: 10m}", "reconcile_interval: 30s",
-        "on_stop: leave", "stop_timeout: 30s", "detect: auto", "listen: 127.0.0.1:9819", "level: info",
+        "backoff: {initial: 1s, max: 5m, multiplier: 2, jitter: 0.1, reset_after: 10m}",
+        "reconcile_interval: 30s",
+        "on_stop: leave",
+        "stop_timeout: 30s",
+        "health:\n    exec:\n      command: []\n    quiet_after: 0s\n    startup_grace: 1m\n    period: 30s\n"
+        "    timeout: 10s\n    failure_threshold: 3\n",
+        "detect: auto",
+        "listen: 127.0.0.1:9819",
+        "level: info",
         "format: text"}) {
     EXPECT_THAT(yaml, HasSubstr(expected));
   }

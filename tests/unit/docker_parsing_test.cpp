@@ -27,6 +27,26 @@ TEST(DockerParsingTest, LogStreamsAreDemultiplexed) {
   EXPECT_TRUE(splitLogStream("").empty());
 }
 
+TEST(DockerParsingTest, TheNewestLogTimestampIsFoundAcrossStreams) {
+  auto frame = [](char stream, const std::string& payload) {
+    std::string out{stream, 0, 0, 0};
+    const uint32_t size = uint32_t(payload.size());
+    out.push_back(char(size >> 24));
+    out.push_back(char(size >> 16));
+    out.push_back(char(size >> 8));
+    out.push_back(char(size));
+    return out + payload;
+  };
+  std::string body = frame(1, "2026-01-02T03:04:05.100000000Z standin: alive 1\n") +
+                     frame(2, "2026-01-02T03:04:07.250000000Z standin: oops\n") +
+                     frame(1, "2026-01-02T03:04:06.000000000Z standin: alive 2\n");
+  auto newest = newestLogTimestamp(body);
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_EQ(*newest, *parseRfc3339("2026-01-02T03:04:07.25Z"));
+  EXPECT_FALSE(newestLogTimestamp("").has_value());
+  EXPECT_FALSE(newestLogTimestamp("no timestamp here\n").has_value());
+}
+
 TEST(DockerParsingTest, Rfc3339TimesWithNanoseconds) {
   using namespace std::chrono;
   auto parsed = parseRfc3339("2026-11-26T19:06:14.195464630Z");

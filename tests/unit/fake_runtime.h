@@ -30,6 +30,14 @@ class FakeRuntime final : public runtime::ContainerRuntime {
   std::vector<std::string> logLines{"standin: alive 1", "standin: alive 2"};
   runtime::ContainerStats stats{1.5, 4 * 1024 * 1024};  // what containerStats returns
   int statsCalls = 0;
+  // Health probes: what execInContainer answers (an exit code, or an error such as kTimeout),
+  // and when the container last wrote output (nullopt: never).
+  Result<int> execResult = 0;
+  int execCalls = 0;
+  std::vector<std::string> lastExecCommand;
+  std::chrono::milliseconds lastExecTimeout{0};
+  std::optional<WallTime> lastOutput;
+  int lastOutputCalls = 0;
 
   runtime::ContainerInfo& container(const std::string& id) { return containers_.at(id); }
   std::vector<runtime::ContainerInfo> all() const {
@@ -132,8 +140,8 @@ class FakeRuntime final : public runtime::ContainerRuntime {
     ++stops;
     auto it = containers_.find(id);
     if (it == containers_.end()) return makeError(ErrorCode::kNotFound, "no such container");
-    it->second.state = runtime::ContainerState::kExited;
-    it->second.exitCode = 143;
+    if (it->second.state != runtime::ContainerState::kRunning) return okStatus();
+    exitContainer(id, 143);  // as Docker: the stop ends the process and reports its death
     return okStatus();
   }
   Status removeContainer(const std::string& id, bool) override {
@@ -148,6 +156,27 @@ class FakeRuntime final : public runtime::ContainerRuntime {
     ++statsCalls;
     if (!containers_.count(id)) return makeError(ErrorCode::kNotFound, "no such container");
     return stats;
+  }
+
+  Result<int> execInContainer(const std::string& id, const std::vector<std::string>& command,
+                              std::chrono::milliseconds timeout) override {
+    if (down) return unavailable();
+    ++execCalls;
+    lastExecCommand = command;
+    lastExecTimeout = timeout;
+    auto it = containers_.find(id);
+    if (it == containers_.end()) return makeError(ErrorCode::kNotFound, "no such container");
+    if (it->second.state != runtime::ContainerState::kRunning) {
+      return makeError(ErrorCode::kConflict, "container is not running");
+    }
+    return execResult;
+  }
+  Result<std::optional<WallTime>> lastOutputTime(const std::string& id, WallTime since) override {
+    if (down) return unavailable();
+    ++lastOutputCalls;
+    if (!containers_.count(id)) return makeError(ErrorCode::kNotFound, "no such container");
+    if (lastOutput && *lastOutput >= since) return lastOutput;
+    return std::optional<WallTime>();
   }
 
   class Watcher final : public runtime::EventWatcher {};
@@ -192,6 +221,14 @@ class ForwardingRuntime final : public runtime::ContainerRuntime {
   Status removeContainer(const std::string& id, bool f) override { return t_.removeContainer(id, f); }
   Result<std::vector<std::string>> logTail(const std::string& id, int n) override { return t_.logTail(id, n); }
   Result<runtime::ContainerStats> containerStats(const std::string& id) override { return t_.containerStats(id); }
+  Result<int> execInContainer(const std::string& id, const std::vector<std::string>& c,
+                              std::chrono::milliseconds t) override {
+    return t_.execInContainer(id, c, t);
+  }
+  Result<std::optional<std::chrono::system_clock::time_point>> lastOutputTime(
+      const std::string& id, std::chrono::system_clock::time_point since) override {
+    return t_.lastOutputTime(id, since);
+  }
   std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>& l,
                                                      runtime::RuntimeEventFn fn) override {
     return t_.watchEvents(l, std::move(fn));

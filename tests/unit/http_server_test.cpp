@@ -103,6 +103,9 @@ class HttpServerTest : public ::testing::Test {
     status.specHash = "feedbeef";
     status.restarts[RestartReason::kOom] = 2;
     status.lastExitCode = 137;
+    status.healthProbes = true;
+    status.probeFailures = 1;
+    status.lastProbeResult = "exec probe exited with code 1";
     status.lastHeartbeat = clock.now();
   }
 
@@ -207,6 +210,11 @@ TEST_F(HttpServerTest, StatusIsJsonWithTheSupervisorsView) {
   EXPECT_EQ(doc["sensor"]["lastExitCode"], 137);
   EXPECT_EQ(doc["sensor"]["restarts"]["oom"], 2);
   EXPECT_EQ(doc["sensor"]["restarts"]["exit"], 0);
+  EXPECT_EQ(doc["sensor"]["restarts"]["unhealthy"], 0);
+  EXPECT_EQ(doc["sensor"]["health"]["probes"], true);
+  EXPECT_EQ(doc["sensor"]["health"]["consecutiveFailures"], 1);
+  EXPECT_EQ(doc["sensor"]["health"]["lastResult"], "exec probe exited with code 1");
+  EXPECT_TRUE(doc["sensor"]["health"]["lastProbeAt"].is_null());
   EXPECT_EQ(doc["ready"], true);
 }
 

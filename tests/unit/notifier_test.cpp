@@ -175,6 +175,14 @@ class LatchRuntime final : public runtime::ContainerRuntime {
   Status removeContainer(const std::string& id, bool f) override { return forward_.removeContainer(id, f); }
   Result<std::vector<std::string>> logTail(const std::string& id, int n) override { return forward_.logTail(id, n); }
   Result<runtime::ContainerStats> containerStats(const std::string& id) override { return forward_.containerStats(id); }
+  Result<int> execInContainer(const std::string& id, const std::vector<std::string>& c,
+                              std::chrono::milliseconds t) override {
+    return forward_.execInContainer(id, c, t);
+  }
+  Result<std::optional<std::chrono::system_clock::time_point>> lastOutputTime(
+      const std::string& id, std::chrono::system_clock::time_point since) override {
+    return forward_.lastOutputTime(id, since);
+  }
   std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>& l,
                                                      runtime::RuntimeEventFn fn) override {
     return forward_.watchEvents(l, std::move(fn));

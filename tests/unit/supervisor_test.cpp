@@ -420,5 +420,188 @@ TEST_F(SupervisorTest, CreatesTheSpecItWasGiven) {
   EXPECT_EQ(spec.labels.at(kLabelSpecHash), status().specHash);
 }
 
+// ---- Health probes ----------------------------------------------------------------------------
+
+class HealthProbeTest : public SupervisorTest {
+ protected:
+  HealthProbeTest() {
+    options.health.execCommand = {"/bin/sh", "-c", "check"};
+    options.health.startupGrace = 10s;
+    options.health.period = 5s;
+    options.health.timeout = 1s;
+    options.health.failureThreshold = 3;
+  }
+};
+
+TEST_F(HealthProbeTest, AnExecProbeFailingThresholdTimesRestartsTheSensorAsUnhealthy) {
+  settle();
+  std::string id = sensorId();
+  int starts = fake().starts;
+  EXPECT_TRUE(status().healthProbes);
+  fake().execResult = 1;
+  advance(10s);
+  EXPECT_EQ(fake().execCalls, 1);
+  EXPECT_EQ(fake().lastExecCommand, options.health.execCommand);
+  EXPECT_EQ(fake().lastExecTimeout, 1s);
+  EXPECT_EQ(status().probeFailures, 1);
+  EXPECT_NE(status().lastProbeResult.find("exited with code 1"), std::string::npos);
+  advance(5s);
+  EXPECT_EQ(status().probeFailures, 2);
+  EXPECT_EQ(fake().stops, 0);
+  advance(5s);
+  EXPECT_EQ(fake().stops, 1) << "the third failure in a row stops the sensor";
+  EXPECT_EQ(status().state, SensorState::kBackoff);
+  EXPECT_DOUBLE_EQ(status().backoffSeconds, 1.0) << "an unhealthy restart waits the backoff like any other";
+  EXPECT_EQ(fake().starts, starts);
+
+  advance(1s);
+  EXPECT_EQ(fake().starts, starts + 1);
+  EXPECT_EQ(sensorId(), id) << "an unchanged spec restarts in place";
+  EXPECT_EQ(status().state, SensorState::kRunning);
+  EXPECT_EQ(restarts(RestartReason::kUnhealthy), 1u);
+  EXPECT_EQ(restarts(RestartReason::kExit), 0u) << "the exit the stop caused is not an exit of the sensor";
+  EXPECT_EQ(status().probeFailures, 0);
+
+  // The new start has its own grace.
+  int calls = fake().execCalls;
+  advance(9s);
+  EXPECT_EQ(fake().execCalls, calls);
+  advance(1s);
+  EXPECT_EQ(fake().execCalls, calls + 1);
+}
+
+TEST_F(HealthProbeTest, ASuccessResetsTheFailureCount) {
+  settle();
+  fake().execResult = 1;
+  advance(10s);
+  advance(5s);
+  EXPECT_EQ(status().probeFailures, 2);
+  fake().execResult = 0;
+  advance(5s);
+  EXPECT_EQ(status().probeFailures, 0);
+  EXPECT_EQ(status().lastProbeResult, "ok");
+  fake().execResult = 1;
+  advance(5s);
+  advance(5s);
+  EXPECT_EQ(status().probeFailures, 2);
+  EXPECT_EQ(fake().stops, 0);
+  EXPECT_EQ(restarts(RestartReason::kUnhealthy), 0u);
+}
+
+TEST_F(HealthProbeTest, NoProbeRunsDuringTheStartupGrace) {
+  options.health.startupGrace = 60s;
+  settle();
+  fake().execResult = 1;
+  for (int i = 0; i < 11; ++i) advance(5s);
+  EXPECT_EQ(fake().execCalls, 0);
+  EXPECT_TRUE(status().lastProbeResult.empty());
+  advance(5s);
+  EXPECT_EQ(fake().execCalls, 1);
+}
+
+TEST_F(HealthProbeTest, AnAdoptedSensorPastItsGraceIsProbedAtOnce) {
+  std::string id = fake().addContainer(
+      specSource.config.sensor.name, {{kLabelManaged, "true"}, {kLabelSpecHash, specSource.hash(fake().info())}}, true);
+  fake().container(id).startedAtTime = clock.wallNow() - 2min;
+  settle();
+  EXPECT_EQ(fake().execCalls, 1);
+  EXPECT_EQ(status().lastProbeResult, "ok");
+}
+
+TEST_F(HealthProbeTest, AProbeThatTimesOutCountsAsAFailure) {
+  options.health.failureThreshold = 2;
+  settle();
+  fake().execResult = makeError(ErrorCode::kTimeout, "did not finish");
+  advance(10s);
+  EXPECT_EQ(status().probeFailures, 1);
+  EXPECT_NE(status().lastProbeResult.find("did not finish within 1000ms"), std::string::npos);
+  EXPECT_TRUE(status().runtimeUp) << "a probe timing out is the sensor's fault, not the runtime's";
+  advance(5s);
+  EXPECT_EQ(fake().stops, 1);
+  advance(1s);
+  EXPECT_EQ(restarts(RestartReason::kUnhealthy), 1u);
+  EXPECT_EQ(restarts(RestartReason::kExit), 0u);
+}
+
+TEST_F(HealthProbeTest, AQuietSensorIsRestartedAsUnhealthy) {
+  options.health.execCommand.clear();
+  options.health.quietAfter = 20s;
+  options.health.failureThreshold = 2;
+  settle();
+  fake().lastOutput = clock.wallNow();
+  // Output keeps coming: healthy.
+  for (int i = 0; i < 4; ++i) {
+    advance(5s);
+    fake().lastOutput = clock.wallNow() - 1s;
+  }
+  EXPECT_GE(fake().lastOutputCalls, 2);
+  EXPECT_EQ(fake().execCalls, 0);
+  EXPECT_EQ(status().lastProbeResult, "ok");
+  // Then it goes quiet: ok while the last line is at most 20s old, failing after.
+  WallTime lastLine = clock.wallNow() - 1s;
+  advance(5s);   // quiet for 6s
+  advance(10s);  // 16s
+  EXPECT_EQ(status().probeFailures, 0);
+  EXPECT_EQ(fake().lastOutput, lastLine);
+  advance(5s);  // 21s
+  EXPECT_EQ(status().probeFailures, 1);
+  EXPECT_NE(status().lastProbeResult.find("no output"), std::string::npos);
+  advance(5s);
+  EXPECT_EQ(fake().stops, 1);
+  advance(1s);
+  EXPECT_EQ(restarts(RestartReason::kUnhealthy), 1u);
+  EXPECT_EQ(restarts(RestartReason::kExit), 0u);
+}
+
+TEST_F(HealthProbeTest, ASensorThatNeverWroteIsNotQuietBeforeQuietAfterHasPassed) {
+  options.health.execCommand.clear();
+  options.health.quietAfter = 20s;
+  options.health.startupGrace = 0s;
+  options.health.failureThreshold = 1;
+  settle();  // first probe at once: started 0s ago, nothing written yet
+  EXPECT_EQ(status().lastProbeResult, "ok");
+  advance(20s);
+  EXPECT_EQ(fake().stops, 0);
+  advance(5s);
+  EXPECT_EQ(fake().stops, 1);
+}
+
+TEST_F(HealthProbeTest, APermanentlyUnhealthySensorRestartsWithGrowingBackoff) {
+  options.health.failureThreshold = 1;
+  options.health.startupGrace = 2s;
+  settle();
+  fake().execResult = 1;
+  std::chrono::milliseconds expected[] = {1000ms, 2000ms, 4000ms};
+  for (auto delay : expected) {
+    advance(2s);
+    EXPECT_EQ(status().state, SensorState::kBackoff);
+    EXPECT_DOUBLE_EQ(status().backoffSeconds, delay.count() / 1000.0);
+    advance(delay);
+    EXPECT_EQ(status().state, SensorState::kRunning);
+  }
+  EXPECT_EQ(restarts(RestartReason::kUnhealthy), 3u);
+  EXPECT_EQ(restarts(RestartReason::kExit), 0u);
+}
+
+TEST_F(HealthProbeTest, ASensorThatExitsIsNotProbedAndItsExitCountsAsAnExit) {
+  settle();
+  advance(5s);
+  fake().exitContainer(sensorId(), 137);
+  settle();
+  advance(5s);  // the old grace would have ended now: an exited sensor is restarted, not probed
+  EXPECT_EQ(fake().execCalls, 0);
+  EXPECT_EQ(restarts(RestartReason::kExit), 1u);
+  EXPECT_EQ(restarts(RestartReason::kUnhealthy), 0u);
+}
+
+TEST_F(SupervisorTest, WithoutProbesConfiguredNothingIsProbed) {
+  settle();
+  advance(10min);
+  EXPECT_EQ(fake().execCalls, 0);
+  EXPECT_EQ(fake().lastOutputCalls, 0);
+  EXPECT_FALSE(status().healthProbes);
+  EXPECT_EQ(supervisor().step(), clock.now() + 30s);
+}
+
 }  // namespace
 }  // namespace qcs::agent
