@@ -200,7 +200,7 @@ class FakeRuntime final : public runtime::ContainerRuntime {
 };
 
 // Hands the supervisor a runtime that forwards to a FakeRuntime the test keeps.
-class ForwardingRuntime final : public runtime::ContainerRuntime {
+class ForwardingRuntime : public runtime::ContainerRuntime {
  public:
   explicit ForwardingRuntime(runtime::ContainerRuntime& target) : t_(target) {}
   const runtime::RuntimeInfo& info() const override { return t_.info(); }

@@ -128,9 +128,9 @@ TEST(StatusLine, SaysWhatTheAgentIsDoing) {
 }
 
 // A runtime whose listContainers can be made to hang until released: a wedged supervisor loop.
-class LatchRuntime final : public runtime::ContainerRuntime {
+class LatchRuntime final : public testing::ForwardingRuntime {
  public:
-  explicit LatchRuntime(FakeRuntime& inner) : forward_(inner) {}
+  explicit LatchRuntime(FakeRuntime& inner) : ForwardingRuntime(inner) {}
 
   void arm() {
     std::lock_guard lock(mu_);
@@ -146,8 +146,6 @@ class LatchRuntime final : public runtime::ContainerRuntime {
     cv_.notify_all();
   }
 
-  const runtime::RuntimeInfo& info() const override { return forward_.info(); }
-  Status ping() override { return forward_.ping(); }
   Result<std::vector<runtime::ContainerInfo>> listContainers(const std::map<std::string, std::string>& l) override {
     {
       std::unique_lock lock(mu_);
@@ -158,38 +156,10 @@ class LatchRuntime final : public runtime::ContainerRuntime {
         stuck_ = false;
       }
     }
-    return forward_.listContainers(l);
-  }
-  Result<runtime::ContainerInfo> inspectContainer(const std::string& n) override {
-    return forward_.inspectContainer(n);
-  }
-  Result<bool> imagePresent(const std::string& r) override { return forward_.imagePresent(r); }
-  Status pullImage(const std::string& r, const std::optional<runtime::RegistryCredentials>& c,
-                   const runtime::PullProgressFn& p) override {
-    return forward_.pullImage(r, c, p);
-  }
-  Result<std::string> imageId(const std::string& r) override { return forward_.imageId(r); }
-  Result<std::string> createContainer(const runtime::ContainerSpec& s) override { return forward_.createContainer(s); }
-  Status startContainer(const std::string& id) override { return forward_.startContainer(id); }
-  Status stopContainer(const std::string& id, std::chrono::seconds g) override { return forward_.stopContainer(id, g); }
-  Status removeContainer(const std::string& id, bool f) override { return forward_.removeContainer(id, f); }
-  Result<std::vector<std::string>> logTail(const std::string& id, int n) override { return forward_.logTail(id, n); }
-  Result<runtime::ContainerStats> containerStats(const std::string& id) override { return forward_.containerStats(id); }
-  Result<int> execInContainer(const std::string& id, const std::vector<std::string>& c,
-                              std::chrono::milliseconds t) override {
-    return forward_.execInContainer(id, c, t);
-  }
-  Result<std::optional<std::chrono::system_clock::time_point>> lastOutputTime(
-      const std::string& id, std::chrono::system_clock::time_point since) override {
-    return forward_.lastOutputTime(id, since);
-  }
-  std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>& l,
-                                                     runtime::RuntimeEventFn fn) override {
-    return forward_.watchEvents(l, std::move(fn));
+    return ForwardingRuntime::listContainers(l);
   }
 
  private:
-  ForwardingRuntime forward_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool armed_ = false;
