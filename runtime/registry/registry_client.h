@@ -71,9 +71,9 @@ struct ResolvedManifest {
 struct ParsedManifest {
   std::string mediaType;
   bool isIndex = false;
-  Descriptor config;                   // manifests
-  std::vector<Descriptor> layers;      // manifests
-  std::vector<Descriptor> manifests;   // indexes
+  Descriptor config;                  // manifests
+  std::vector<Descriptor> layers;     // manifests
+  std::vector<Descriptor> manifests;  // indexes
 };
 // contentType (the Content-Type header, parameters allowed) wins over the body's mediaType field.
 Result<ParsedManifest> parseManifest(std::string_view body, std::string_view contentType);
