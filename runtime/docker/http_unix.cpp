@@ -1,5 +1,7 @@
 #include "runtime/docker/http_unix.h"
 
+#include "common/http_head.h"
+
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -137,20 +139,7 @@ size_t HttpTransfer::onHeaderLine(char* data, size_t size, size_t count, void* s
   auto* transfer = static_cast<HttpTransfer*>(self);
   const size_t length = size * count;
   std::string_view line(data, length);
-  if (line.rfind("HTTP/", 0) == 0) {
-    // A new response head (there may be a 100 Continue before the final one).
-    transfer->response_.headers.clear();
-    transfer->response_.status = 0;
-    const auto space = line.find(' ');
-    if (space != std::string_view::npos) {
-      long status = 0;
-      for (size_t i = space + 1; i < line.size() && std::isdigit(static_cast<unsigned char>(line[i])); ++i) {
-        status = status * 10 + (line[i] - '0');
-      }
-      transfer->response_.status = status;
-    }
-    return length;
-  }
+  if (applyHttpHeadLine(line, transfer->response_.status, transfer->response_.headers)) return length;
   if (trimView(line).empty()) {
     if (transfer->response_.status >= 200 && !transfer->headersDelivered_) {
       transfer->headersDelivered_ = true;
@@ -158,12 +147,6 @@ size_t HttpTransfer::onHeaderLine(char* data, size_t size, size_t count, void* s
         return 0;
       }
     }
-    return length;
-  }
-  const auto colon = line.find(':');
-  if (colon != std::string_view::npos) {
-    transfer->response_.headers[lowerCase(trimView(line.substr(0, colon)))] =
-        std::string(trimView(line.substr(colon + 1)));
   }
   return length;
 }

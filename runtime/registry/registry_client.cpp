@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/encoding.h"
+#include "common/http_head.h"
 
 namespace qcs::runtime::registry {
 
@@ -184,24 +185,8 @@ size_t onHeaderLine(char* data, size_t size, size_t count, void* user) {
   auto* state = static_cast<TransferState*>(user);
   const size_t length = size * count;
   std::string_view line(data, length);
-  if (line.rfind("HTTP/", 0) == 0) {
-    // A new response (after a redirect or a 100 Continue): forget the previous one's head.
-    state->response.headers.clear();
-    state->response.status = 0;
-    const auto space = line.find(' ');
-    if (space != std::string_view::npos) {
-      long status = 0;
-      for (size_t i = space + 1; i < line.size() && std::isdigit(static_cast<unsigned char>(line[i])); ++i) {
-        status = status * 10 + (line[i] - '0');
-      }
-      state->response.status = status;
-    }
-    return length;
-  }
-  const auto colon = line.find(':');
-  if (colon != std::string_view::npos) {
-    state->response.headers[lowerCase(trim(line.substr(0, colon)))] = std::string(trim(line.substr(colon + 1)));
-  }
+  // A new status line (after a redirect or a 100 Continue) forgets the previous response's head.
+  applyHttpHeadLine(line, state->response.status, state->response.headers);
   return length;
 }
 
