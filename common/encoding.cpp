@@ -4,6 +4,7 @@
 #include <openssl/sha.h>
 
 #include <array>
+#include <cctype>
 #include <cstdint>
 
 namespace qcs {
@@ -77,6 +78,22 @@ Result<std::string> base64Decode(std::string_view text) {
     if (bits >= 8) {
       bits -= 8;
       out.push_back(char((acc >> bits) & 0xff));
+    }
+  }
+  return out;
+}
+
+std::string urlEncode(std::string_view text) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(text.size() * 3);
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(char(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 0xf]);
     }
   }
   return out;

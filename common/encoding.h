@@ -12,6 +12,8 @@ std::string sha256Hex(std::string_view data);
 std::string base64Encode(std::string_view data);
 std::string base64UrlEncode(std::string_view data);
 Result<std::string> base64Decode(std::string_view text);
+// Percent-encodes everything but RFC 3986 unreserved characters (for URL paths and queries).
+std::string urlEncode(std::string_view text);
 
 // Trims ASCII whitespace at both ends.
 std::string_view trim(std::string_view text);

@@ -58,22 +58,6 @@ std::string HttpResponse::header(std::string_view name) const {
   return it == headers.end() ? std::string() : it->second;
 }
 
-std::string urlEncode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(text.size() * 3);
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out.push_back(char(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xf]);
-    }
-  }
-  return out;
-}
-
 std::string humanDuration(std::chrono::milliseconds duration) {
   const auto ms = duration.count();
   if (ms < 1000) return std::to_string(ms) + "ms";

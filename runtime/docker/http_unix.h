@@ -132,9 +132,6 @@ class UnixHttpClient {
   std::chrono::milliseconds connectTimeout_;
 };
 
-// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay as they are).
-std::string urlEncode(std::string_view text);
-
 // "3s", "250ms", "2m", "1m30s": durations for people.
 std::string humanDuration(std::chrono::milliseconds duration);
 
