@@ -1,5 +1,7 @@
 #include "runtime/containerd/containerd_client.h"
 
+#include "runtime/containerd/grpc_support.h"
+
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
@@ -19,6 +21,11 @@ namespace qcs::runtime::containerd {
 
 namespace {
 
+using detail::mapStatus;
+using detail::prepareContext;
+using detail::toTimePoint;
+using detail::unpackAny;
+
 namespace containers_v1 = ::containerd::services::containers::v1;
 namespace events_v1 = ::containerd::services::events::v1;
 namespace version_v1 = ::containerd::services::version::v1;
@@ -27,86 +34,6 @@ constexpr const char* kExitTopic = "/tasks/exit";
 constexpr const char* kOomTopic = "/tasks/oom";
 // containerd's own limit for messages it sends (a container list carries every OCI spec).
 constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
-
-bool contains(const std::string& text, const char* needle) { return text.find(needle) != std::string::npos; }
-
-std::string millis(std::chrono::milliseconds timeout) { return std::to_string(timeout.count()) + "ms"; }
-
-// grpc::Status -> an error a person can act on. `what` names the call ("Version").
-Error mapStatus(const grpc::Status& status, const std::string& what, const std::string& socketPath,
-                std::chrono::milliseconds timeout) {
-  const std::string& message = status.error_message();
-  const std::string on = " on " + socketPath;
-  switch (status.error_code()) {
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return makeError(ErrorCode::kTimeout, "containerd: " + what + on + " did not answer within " + millis(timeout) +
-                                                " (the daemon is stuck or overloaded, or something that is not "
-                                                "containerd listens there)");
-    case grpc::StatusCode::UNAVAILABLE:
-      // gRPC words connect() failures as "...: unix:/path: <strerror>".
-      if (contains(message, "Permission denied")) {
-        return makeError(ErrorCode::kPermissionDenied, "containerd: permission denied on " + socketPath +
-                                                           " (the agent runs as uid " + std::to_string(::geteuid()) +
-                                                           "; run it as root or give it access to the socket's group)");
-      }
-      if (contains(message, "No such file or directory")) {
-        return makeError(ErrorCode::kUnavailable, "containerd: no socket at " + socketPath +
-                                                      " (is containerd running? is runtime.endpoint right?)");
-      }
-      if (contains(message, "Connection refused")) {
-        return makeError(ErrorCode::kUnavailable,
-                         "containerd: nothing answers on " + socketPath + " (is containerd running?)");
-      }
-      // The socket accepts connections but no HTTP/2 SETTINGS come back within the deadline.
-      if (contains(message, "timed out") || contains(message, "SETTINGS frame")) {
-        return makeError(ErrorCode::kTimeout, "containerd: " + what + on + " did not answer within " + millis(timeout) +
-                                                  " (the daemon is stuck or overloaded, or something that is not "
-                                                  "containerd listens there)");
-      }
-      if (contains(message, "http1.x server")) {
-        return makeError(ErrorCode::kProtocol, "containerd: " + socketPath +
-                                                   " answers HTTP/1, not gRPC (is that Docker's socket? set "
-                                                   "runtime.kind to docker)");
-      }
-      return makeError(ErrorCode::kUnavailable,
-                       "containerd: " + what + on + " failed: " + message + " (is containerd running?)");
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return makeError(ErrorCode::kPermissionDenied, "containerd: " + what + on + " was refused: " + message);
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return makeError(ErrorCode::kUnauthenticated, "containerd: " + what + on + " was refused: " + message);
-    case grpc::StatusCode::NOT_FOUND: return makeError(ErrorCode::kNotFound, "containerd: " + what + ": " + message);
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return makeError(ErrorCode::kAlreadyExists, "containerd: " + what + ": " + message);
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return makeError(ErrorCode::kInvalidArgument, "containerd: " + what + ": " + message);
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::ABORTED: return makeError(ErrorCode::kConflict, "containerd: " + what + ": " + message);
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return makeError(ErrorCode::kProtocol, "containerd: " + what + on + " is not implemented there (" + message +
-                                                 "); is that containerd, and a version that has it?");
-    case grpc::StatusCode::CANCELLED:
-      return makeError(ErrorCode::kUnavailable, "containerd: " + what + on + " was cancelled: " + message);
-    default:
-      return makeError(ErrorCode::kInternal, "containerd: " + what + on + " failed (gRPC code " +
-                                                 std::to_string(int(status.error_code())) + "): " + message);
-  }
-}
-
-std::chrono::system_clock::time_point toTimePoint(const google::protobuf::Timestamp& timestamp) {
-  return std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
-      std::chrono::seconds(timestamp.seconds()) + std::chrono::nanoseconds(timestamp.nanos())));
-}
-
-// containerd's type URLs are the bare message name ("containerd.events.TaskExit"), which
-// Any::UnpackTo rejects for want of a '/'; both forms are accepted here.
-template <typename Message>
-bool unpackAny(const google::protobuf::Any& any, Message& message) {
-  const std::string& url = any.type_url();
-  const auto slash = url.rfind('/');
-  const std::string name = slash == std::string::npos ? url : url.substr(slash + 1);
-  return name == Message::descriptor()->full_name() && message.ParseFromString(any.value());
-}
 
 class GrpcTaskEventSubscription final : public TaskEventSubscription {
  public:
@@ -241,18 +168,12 @@ ContainerdClient::ContainerdClient(std::string socketPath, std::string nameSpace
 
 ContainerdClient::~ContainerdClient() = default;
 
-namespace {
+std::shared_ptr<grpc::Channel> ContainerdClient::channel() const { return channel_->channel; }
 
-void prepare(grpc::ClientContext& context, const std::string& nameSpace, std::chrono::milliseconds timeout) {
-  context.set_deadline(std::chrono::system_clock::now() + timeout);
-  context.AddMetadata(kNamespaceHeader, nameSpace);
-}
-
-}  // namespace
 
 Result<VersionInfo> ContainerdClient::version() {
   grpc::ClientContext context;
-  prepare(context, nameSpace_, callTimeout_);
+  prepareContext(context, nameSpace_, callTimeout_);
   google::protobuf::Empty request;
   version_v1::VersionResponse response;
   const grpc::Status status = channel_->version->Version(&context, request, &response);
@@ -262,7 +183,7 @@ Result<VersionInfo> ContainerdClient::version() {
 
 Result<std::vector<std::string>> ContainerdClient::listContainerIds() {
   grpc::ClientContext context;
-  prepare(context, nameSpace_, callTimeout_);
+  prepareContext(context, nameSpace_, callTimeout_);
   containers_v1::ListContainersRequest request;
   containers_v1::ListContainersResponse response;
   const grpc::Status status = channel_->containers->List(&context, request, &response);

@@ -21,6 +21,10 @@
 #include "common/result.h"
 #include "runtime/detect.h"
 
+namespace grpc {
+class Channel;
+}
+
 namespace qcs::runtime::containerd {
 
 inline constexpr const char* kNamespaceHeader = "containerd-namespace";
@@ -65,6 +69,10 @@ class ContainerdClient {
 
   const std::string& socketPath() const { return socketPath_; }
   const std::string& nameSpace() const { return nameSpace_; }
+  std::chrono::milliseconds callTimeout() const { return callTimeout_; }
+  // The gRPC channel to the socket, for the runtime's other services (pull, containers, tasks).
+  // It reconnects by itself after containerd restarts.
+  std::shared_ptr<grpc::Channel> channel() const;
 
   // Version service: the daemon's version and revision.
   Result<VersionInfo> version();
