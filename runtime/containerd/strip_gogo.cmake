@@ -10,6 +10,8 @@ file(READ "${INPUT}" text)
 set(plugin_option "\\((gogoproto|containerd\\.plugin)\\.[A-Za-z0-9_]+\\)[ \t]*=[ \t]*(\"[^\"]*\"|[A-Za-z0-9_.]+)")
 # import weak "gogoproto/gogo.proto"; and the fieldpath plugin's import
 string(REGEX REPLACE "import[ \t]+weak[ \t]+\"[^\"]*\"[ \t]*;" "" text "${text}")
+# cgroups' metrics.proto imports gogoproto without `weak`; it only brings the options stripped below.
+string(REGEX REPLACE "import[ \t]+\"gogoproto/gogo\\.proto\"[ \t]*;" "" text "${text}")
 # option (gogoproto.goproto_getters_all) = true;
 string(REGEX REPLACE "option[ \t]+${plugin_option}[ \t]*;" "" text "${text}")
 # [(gogoproto.stdtime) = true, (gogoproto.nullable) = false] -> [] -> nothing
