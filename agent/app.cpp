@@ -25,6 +25,7 @@
 #include "agent/version.h"
 #include "platform/registry_auth.h"
 #include "platform/secrets.h"
+#include "runtime/containerd/containerd_runtime.h"
 #include "runtime/detect.h"
 #include "runtime/docker/docker_runtime.h"
 #include "runtime/image_reference.h"
@@ -126,10 +127,21 @@ runtime::DetectOptions detectOptions(const Config& config) {
   return options;
 }
 
+runtime::containerd::ContainerdRuntimeOptions containerdOptions(const Config& config) {
+  runtime::containerd::ContainerdRuntimeOptions options;
+  options.nameSpace = config.runtime.containerdNamespace;
+  options.snapshotter = config.runtime.containerdSnapshotter;
+  options.hostRoot = config.runtime.hostRoot;
+  options.logDir = config.runtime.containerdLogDir;
+  options.logLimits.maxBytes = config.runtime.containerdLogMaxBytes;
+  return options;
+}
+
 // Finds the runtime per SPEC and opens it; on failure says what each candidate was.
 class DetectingConnector final : public RuntimeConnector {
  public:
-  explicit DetectingConnector(runtime::DetectOptions options) : options_(std::move(options)) {}
+  DetectingConnector(runtime::DetectOptions options, runtime::containerd::ContainerdRuntimeOptions containerd)
+      : options_(std::move(options)), containerd_(std::move(containerd)) {}
 
   Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
     auto detection = runtime::detectRuntime(options_, runtime::defaultProbe());
@@ -138,15 +150,17 @@ class DetectingConnector final : public RuntimeConnector {
                        "no container runtime answered:\n" + runtime::describeDetection(detection));
     }
     const auto& chosen = *detection.chosen;
-    if (chosen.kind != "docker") {
-      return makeError(ErrorCode::kUnavailable,
-                       chosen.kind + " at " + chosen.path + " answered, but this build drives Docker only");
+    if (chosen.kind == "containerd") {
+      auto options = containerd_;
+      options.socketPath = chosen.path;
+      return runtime::containerd::connectContainerd(options);
     }
     return runtime::docker::connectDocker(chosen.path, options_.timeout);
   }
 
  private:
   runtime::DetectOptions options_;
+  runtime::containerd::ContainerdRuntimeOptions containerd_;
 };
 
 // Wraps every runtime the inner connector opens so that its calls are timed and counted.
@@ -343,16 +357,13 @@ int commandRun(const Config& config) {
   }
   auto registryAuth = makeRegistryAuth(config);
   if (!registryAuth) return configError(registryAuth.message());
-  if (config.runtime.kind == "containerd") {
-    return configError("runtime.kind: containerd is not supported by this build yet (use docker or auto)");
-  }
 
   spdlog::info("qcs-agent {} ({}) starting; sensor {} from {}", agentVersion(), agentRevision(), config.sensor.name,
                config.sensor.image);
   SystemClock clock;
   SystemRandom random;
   Metrics metrics(agentVersion(), agentRevision());
-  DetectingConnector detecting(detectOptions(config));
+  DetectingConnector detecting(detectOptions(config), containerdOptions(config));
   InstrumentingConnector connector(detecting, metrics, clock);
   ConfigSpecSource specSource(config, std::move(activation.value()), std::move(customer.value()), redactor);
 

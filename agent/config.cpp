@@ -973,6 +973,14 @@ std::vector<KeySpec> buildKeyTable() {
       "runtime.containerd_namespace", [](auto& c) -> auto& { return c.runtime.containerdNamespace; },
       namePattern("._-", "[A-Za-z0-9][A-Za-z0-9._-]*")));
   keys.push_back(textKey(
+      "runtime.containerd_snapshotter", [](auto& c) -> auto& { return c.runtime.containerdSnapshotter; },
+      namePattern("._-", "a containerd snapshotter name such as overlayfs, native, btrfs, zfs")));
+  keys.push_back(textKey(
+      "runtime.containerd_log_dir", [](auto& c) -> auto& { return c.runtime.containerdLogDir; }, absolutePath(true)));
+  keys.push_back(parsedKey(
+      "runtime.containerd_log_max_size", [](auto& c) -> auto& { return c.runtime.containerdLogMaxBytes; },
+      parseMemoryQuantity, formatMemoryQuantity));
+  keys.push_back(textKey(
       "sensor.image", [](auto& c) -> auto& { return c.sensor.image; }, checkImageReference));
   keys.push_back(textKey(
       "sensor.pull_policy", [](auto& c) -> auto& { return c.sensor.pullPolicy; },
@@ -1280,6 +1288,16 @@ void validateResources(Loader& loader) {
   }
 }
 
+void validateContainerdLog(Loader& loader) {
+  constexpr int64_t kMinimumLog = 64LL << 10;
+  const int64_t size = loader.config.runtime.containerdLogMaxBytes;
+  if (size < kMinimumLog) {
+    loader.problem("runtime.containerd_log_max_size",
+                   fmt::format("{} is below 64Ki; the cap must leave room for the last lines a crash report copies",
+                               formatMemoryQuantity(size)));
+  }
+}
+
 void validateMounts(Loader& loader) {
   std::set<std::string> targets;
   const auto& mounts = loader.config.sensor.extraMounts;
@@ -1483,6 +1501,7 @@ void validate(Loader& loader) {
   validateCapabilities(loader);
   validateResources(loader);
   validateMounts(loader);
+  validateContainerdLog(loader);
   validateSecretRef(loader, "secrets.activation_id", loader.config.secrets.activationId, "secrets.activation_id");
   validateSecretRef(loader, "secrets.customer_id", loader.config.secrets.customerId, "secrets.customer_id");
   validateRegistryAuth(loader);

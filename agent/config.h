@@ -45,6 +45,11 @@ struct Config {
     std::string endpoint;       // socket path or unix:// URL; empty = detect
     std::string hostRoot = "/";
     std::string containerdNamespace = "qualys";
+    // containerd only: the snapshotter the sensor's rootfs is unpacked into, and where on the host
+    // the sensor's stdout/stderr go (<dir>/<sensor name>.log, capped by copy-and-truncate).
+    std::string containerdSnapshotter = "overlayfs";
+    std::string containerdLogDir = "/var/log/qcs-agent";
+    int64_t containerdLogMaxBytes = 10LL << 20;
     bool operator==(const Runtime&) const = default;
   } runtime;
 

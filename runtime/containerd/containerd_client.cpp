@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "github.com/containerd/containerd/api/events/container.pb.h"
 #include "github.com/containerd/containerd/api/events/task.pb.h"
 #include "github.com/containerd/containerd/api/services/containers/v1/containers.grpc.pb.h"
 #include "github.com/containerd/containerd/api/services/events/v1/events.grpc.pb.h"
@@ -30,8 +31,10 @@ namespace containers_v1 = ::containerd::services::containers::v1;
 namespace events_v1 = ::containerd::services::events::v1;
 namespace version_v1 = ::containerd::services::version::v1;
 
+constexpr const char* kStartTopic = "/tasks/start";
 constexpr const char* kExitTopic = "/tasks/exit";
 constexpr const char* kOomTopic = "/tasks/oom";
+constexpr const char* kContainerDeleteTopic = "/containers/delete";
 // containerd's own limit for messages it sends (a container list carries every OCI spec).
 constexpr int kMaxMessageBytes = 16 * 1024 * 1024;
 
@@ -74,7 +77,7 @@ class GrpcTaskEventSubscription final : public TaskEventSubscription {
   void run() {
     events_v1::SubscribeRequest request;
     // Filters are OR-ed; the conditions inside one filter are AND-ed.
-    for (const char* topic : {kExitTopic, kOomTopic}) {
+    for (const char* topic : {kStartTopic, kExitTopic, kOomTopic, kContainerDeleteTopic}) {
       request.add_filters("namespace==\"" + nameSpace_ + "\",topic==\"" + topic + "\"");
     }
     // No deadline: the stream lives until cancelled.
@@ -116,6 +119,18 @@ class GrpcTaskEventSubscription final : public TaskEventSubscription {
       event.pid = exit.pid();
       event.exitStatus = exit.exit_status();
       if (exit.has_exited_at()) event.at = toTimePoint(exit.exited_at());
+    } else if (envelope.topic() == kStartTopic) {
+      ::containerd::events::TaskStart start;
+      if (!unpackAny(envelope.event(), start)) return;
+      event.kind = TaskEvent::Kind::kStart;
+      event.containerId = start.container_id();
+      event.processId = start.container_id();
+      event.pid = start.pid();
+    } else if (envelope.topic() == kContainerDeleteTopic) {
+      ::containerd::events::ContainerDelete deleted;
+      if (!unpackAny(envelope.event(), deleted)) return;
+      event.kind = TaskEvent::Kind::kContainerDelete;
+      event.containerId = deleted.id();
     } else if (envelope.topic() == kOomTopic) {
       ::containerd::events::TaskOOM oom;
       if (!unpackAny(envelope.event(), oom)) return;
@@ -169,7 +184,6 @@ ContainerdClient::ContainerdClient(std::string socketPath, std::string nameSpace
 ContainerdClient::~ContainerdClient() = default;
 
 std::shared_ptr<grpc::Channel> ContainerdClient::channel() const { return channel_->channel; }
-
 
 Result<VersionInfo> ContainerdClient::version() {
   grpc::ClientContext context;

@@ -34,16 +34,16 @@ struct VersionInfo {
   std::string revision;  // the build's revision, as containerd reports it
 };
 
-// A task event from containerd's /tasks/exit and /tasks/oom topics.
+// A task or container event from containerd's /tasks/{start,exit,oom} and /containers/delete topics.
 struct TaskEvent {
-  enum class Kind { kExit, kOom };
+  enum class Kind { kStart, kExit, kOom, kContainerDelete };
   Kind kind = Kind::kExit;
-  std::string nameSpace;    // the containerd namespace it happened in
-  std::string containerId;  // the container whose task it is
-  std::string processId;    // exit only: the process that exited (== containerId for the task's init process)
-  uint32_t pid = 0;         // exit only
-  uint32_t exitStatus = 0;  // exit only: the exit code (128+signal when killed)
-  std::chrono::system_clock::time_point at;  // when it happened (exit: exited_at; oom: the envelope's time)
+  std::string nameSpace;                     // the containerd namespace it happened in
+  std::string containerId;                   // the container whose task it is
+  std::string processId;                     // exit: the process (== containerId for the task's init process)
+  uint32_t pid = 0;                          // start, exit
+  uint32_t exitStatus = 0;                   // exit: the exit code (128+signal when killed)
+  std::chrono::system_clock::time_point at;  // when it happened (exit: exited_at; otherwise the envelope's time)
 };
 
 using TaskEventFn = std::function<void(const TaskEvent&)>;
@@ -79,7 +79,8 @@ class ContainerdClient {
   // Containers service: the ids of the containers in the client's namespace, sorted.
   Result<std::vector<std::string>> listContainerIds();
 
-  // Events service: subscribes to task exits and OOM kills in the client's namespace. onEvent and
+  // Events service: subscribes to task starts, exits and OOM kills, and container deletions, in
+  // the client's namespace. onEvent and
   // onEnd run on the subscription's thread; they must not destroy the subscription. Returns once
   // the request is sent (or after the call timeout, if the socket does not take it). containerd
   // sends no acknowledgement, so events of the next few milliseconds may still be missed: callers

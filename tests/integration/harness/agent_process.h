@@ -1,0 +1,43 @@
+// Running the real qcs-agent binary in a test and reading what it says: its JSON log messages and
+// its /status. Shared by the end-to-end tests on Docker and on containerd.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "harness/harness.h"
+
+namespace qcs::testing {
+
+// The sensor IDs the e2e configs hand to the agent (UUIDs, as the agent insists).
+inline constexpr const char* kE2eActivationId = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+inline constexpr const char* kE2eCustomerId = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+
+// Starts `qcs-agent run --config <dir>/<name>.yaml` (yaml written there, mode 0600) with env added
+// to its environment and its output in <dir>/<name>-<n>.log; nullptr (and a test failure) if not.
+std::unique_ptr<Process> startAgentProcess(const TempDir& dir, const std::string& yaml, const std::string& name,
+                                           const std::map<std::string, std::string>& env, int& counter);
+
+// The "msg" of every JSON log line the agent printed so far (logging.format: json).
+std::vector<std::string> agentMessages(Process& agent);
+// Whether some message contains needle.
+bool agentLogged(Process& agent, const std::string& needle);
+// The agent's /status, from the address it logged when its listener was bound (the e2e configs
+// listen on port 0); null until it answers.
+nlohmann::json agentStatus(Process& agent);
+
+// Views of /status["sensor"] (zero, empty or nullopt while the agent does not answer).
+struct SensorView {
+  explicit SensorView(Process& agent);
+  nlohmann::json sensor;
+  uint64_t restarts(const std::string& reason) const;
+  std::string state() const;
+  std::optional<int> lastExitCode() const;
+  // A string field of the sensor's status ("" when absent or null).
+  std::string text(const std::string& key) const;
+};
+
+}  // namespace qcs::testing
