@@ -14,6 +14,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # the real things the tests run against
   docker.io containerd runc busybox-static docker-registry apache2-utils curl iproute2 procps prometheus
+  rpm debootstrap dpkg-dev file binutils  # packaging tests: .rpm, the boot test's clean Debian, inspection
 )
 
 missing=()
