@@ -433,6 +433,9 @@ void Supervisor::handleExisting(const ContainerInfo& sensor, const ContainerSpec
   setState(SensorState::kStarting);
   if (auto started = runtime_->startContainer(sensor.id); !started) {
     if (started.code() == ErrorCode::kNotFound) {
+      // Gone between the look and the start: look again, but after a backoff step, so that a
+      // runtime that keeps saying "not found" for a container it lists cannot spin the loop.
+      scheduleRetry(started.error(), now);
       reconcileRequested_ = true;
       return;
     }

@@ -19,6 +19,7 @@
 
 #include "github.com/containerd/containerd/api/services/containers/v1/containers.grpc.pb.h"
 #include "github.com/containerd/containerd/api/services/images/v1/images.grpc.pb.h"
+#include "github.com/containerd/containerd/api/services/leases/v1/leases.grpc.pb.h"
 #include "github.com/containerd/containerd/api/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "github.com/containerd/containerd/api/services/tasks/v1/tasks.grpc.pb.h"
 #include "runtime/containerd/cgroup_metrics.h"
@@ -35,6 +36,7 @@ namespace containers_v1 = ::containerd::services::containers::v1;
 namespace tasks_v1 = ::containerd::services::tasks::v1;
 namespace snapshots_v1 = ::containerd::services::snapshots::v1;
 namespace images_v1 = ::containerd::services::images::v1;
+namespace leases_v1 = ::containerd::services::leases::v1;
 namespace task_types = ::containerd::v1::types;
 
 using std::chrono::milliseconds;
@@ -85,6 +87,12 @@ ContainerState taskState(task_types::Status status) {
     case task_types::PAUSING: return ContainerState::kPaused;
     default: return ContainerState::kUnknown;
   }
+}
+
+// A task whose process exists (running or paused), as opposed to created-only or ended.
+bool isLive(const task_types::Process& process) {
+  const auto status = process.status();
+  return status == task_types::RUNNING || status == task_types::PAUSED || status == task_types::PAUSING;
 }
 
 // `labels."k"=="v",labels."k2"=="v2"`: containerd's filter syntax, conditions AND-ed.
@@ -257,6 +265,7 @@ class ContainerdRuntime final : public ContainerRuntime {
         tasks_(tasks_v1::Tasks::NewStub(client_->channel())),
         snapshots_(snapshots_v1::Snapshots::NewStub(client_->channel())),
         images_(images_v1::Images::NewStub(client_->channel())),
+        leases_(leases_v1::Leases::NewStub(client_->channel())),
         store_(*client_, options_.snapshotter, registryOptions(options_)),
         ooms_(std::make_shared<OomNotices>()) {
     info_.kind = "containerd";
@@ -360,7 +369,14 @@ class ContainerdRuntime final : public ContainerRuntime {
     if (!ociSpec) return ociSpec.error();
     if (auto st = ensureSensorLogDir(joinPath(options_.hostRoot, options_.logDir)); !st) return st.error();
 
-    if (auto st = prepareSnapshot(id, image->chainId); !st) return st.error();
+    auto lease = createLease("create");
+    if (!lease) return lease.error();
+    struct LeaseGuard {
+      ContainerdRuntime* self;
+      std::string id;
+      ~LeaseGuard() { self->deleteLease(id); }
+    } leaseGuard{this, lease.value()};
+    if (auto st = prepareSnapshot(id, image->chainId, lease.value()); !st) return st.error();
 
     containers_v1::CreateContainerRequest request;
     auto* container = request.mutable_container();
@@ -373,8 +389,9 @@ class ContainerdRuntime final : public ContainerRuntime {
     container->set_snapshotter(options_.snapshotter);
     container->set_snapshot_key(id);
     containers_v1::CreateContainerResponse response;
-    auto created = unary("creating container " + id, slowTimeout(),
-                         [&](grpc::ClientContext& c) { return containers_->Create(&c, request, &response); });
+    auto created = unary(
+        "creating container " + id, slowTimeout(),
+        [&](grpc::ClientContext& c) { return containers_->Create(&c, request, &response); }, lease.value());
     if (!created) {
       (void)removeSnapshot(options_.snapshotter, id);
       return created.error();
@@ -388,8 +405,7 @@ class ContainerdRuntime final : public ContainerRuntime {
     auto task = getTask(id);
     if (!task) return task.error();
     if (task.value()) {
-      const auto status = task.value()->status();
-      if (status == task_types::RUNNING || status == task_types::PAUSED || status == task_types::PAUSING) {
+      if (isLive(*task.value())) {
         return okStatus();  // as Docker: starting a running container is not an error
       }
       // An ended (or never started) task must go before a new one can be created.
@@ -400,10 +416,19 @@ class ContainerdRuntime final : public ContainerRuntime {
     mountsRequest.set_snapshotter(container->snapshotter());
     mountsRequest.set_key(container->snapshot_key());
     snapshots_v1::MountsResponse mounts;
-    if (auto st = unary("reading the rootfs mounts of " + id, timeout(),
-                        [&](grpc::ClientContext& c) { return snapshots_->Mounts(&c, mountsRequest, &mounts); });
-        !st) {
-      return st;
+    auto readMounts = [&] {
+      return unary("reading the rootfs mounts of " + id, timeout(),
+                   [&](grpc::ClientContext& c) { return snapshots_->Mounts(&c, mountsRequest, &mounts); });
+    };
+    if (auto st = readMounts(); !st) {
+      if (st.code() != ErrorCode::kNotFound) return st;
+      // The container is there but its rootfs snapshot is not (removed behind the agent's back):
+      // prepare it again from the image. Never kNotFound: that would mean the container is gone.
+      if (auto healed = restoreSnapshot(container.value()); !healed) {
+        return makeError(ErrorCode::kConflict, "containerd: the rootfs snapshot of " + id +
+                                                   " is missing and could not be prepared again: " + healed.message());
+      }
+      if (auto again = readMounts(); !again) return makeError(ErrorCode::kConflict, again.message());
     }
 
     const std::string logFile = agentLogPath(id);
@@ -462,8 +487,7 @@ class ContainerdRuntime final : public ContainerRuntime {
     auto task = getTask(id);
     if (!task) return task.error();
     if (task.value()) {
-      const auto status = task.value()->status();
-      if (status == task_types::RUNNING || status == task_types::PAUSED || status == task_types::PAUSING) {
+      if (isLive(*task.value())) {
         if (!force) {
           return makeError(ErrorCode::kConflict,
                            "containerd: container " + id + " is running; stop it first or remove it with force");
@@ -592,9 +616,10 @@ class ContainerdRuntime final : public ContainerRuntime {
   milliseconds slowTimeout() const { return std::max(options_.timeout, kSlowCallMinimum); }
 
   template <typename Call>
-  Status unary(const std::string& what, milliseconds deadline, Call&& call) {
+  Status unary(const std::string& what, milliseconds deadline, Call&& call, const std::string& lease = {}) {
     grpc::ClientContext context;
     detail::prepareContext(context, options_.nameSpace, deadline);
+    if (!lease.empty()) context.AddMetadata("containerd-lease", lease);
     const grpc::Status status = call(context);
     if (!status.ok()) return detail::mapStatus(status, what, options_.socketPath, deadline);
     return okStatus();
@@ -626,6 +651,13 @@ class ContainerdRuntime final : public ContainerRuntime {
     if (!st) {
       if (st.code() == ErrorCode::kNotFound) return std::optional<task_types::Process>();
       return st.error();
+    }
+    if (response.process().status() == task_types::UNKNOWN) {
+      // containerd says UNKNOWN when the task's shim did not answer its state call in time (a
+      // loaded node, a containerd restart in progress): nothing to act on yet, least of all a
+      // restart of a sensor that is probably running.
+      return makeError(ErrorCode::kUnavailable, "containerd: the state of the task of " + id +
+                                                    " is unknown (its shim did not answer); retrying");
     }
     return std::optional<task_types::Process>(response.process());
   }
@@ -661,15 +693,16 @@ class ContainerdRuntime final : public ContainerRuntime {
     return int(response.exit_status());
   }
 
-  Status prepareSnapshot(const std::string& key, const std::string& parent) {
+  Status prepareSnapshot(const std::string& key, const std::string& parent, const std::string& lease = {}) {
     snapshots_v1::PrepareSnapshotRequest request;
     request.set_snapshotter(options_.snapshotter);
     request.set_key(key);
     request.set_parent(parent);
     snapshots_v1::PrepareSnapshotResponse response;
     auto prepare = [&] {
-      return unary("preparing the rootfs snapshot " + key, slowTimeout(),
-                   [&](grpc::ClientContext& c) { return snapshots_->Prepare(&c, request, &response); });
+      return unary(
+          "preparing the rootfs snapshot " + key, slowTimeout(),
+          [&](grpc::ClientContext& c) { return snapshots_->Prepare(&c, request, &response); }, lease);
     };
     auto st = prepare();
     if (st || st.code() != ErrorCode::kAlreadyExists) return st;
@@ -680,6 +713,22 @@ class ContainerdRuntime final : public ContainerRuntime {
     return prepare();
   }
 
+  Status restoreSnapshot(const containers_v1::Container& container) {
+    auto image = store_.find(container.image());
+    if (!image) return image.error();
+    if (!image->unpacked) {
+      if (auto st = store_.unpack(image.value()); !st) return st;
+    }
+    // The container record references the key, so the new snapshot is safe from GC at once.
+    snapshots_v1::PrepareSnapshotRequest request;
+    request.set_snapshotter(container.snapshotter());
+    request.set_key(container.snapshot_key());
+    request.set_parent(image->chainId);
+    snapshots_v1::PrepareSnapshotResponse response;
+    return unary("preparing the rootfs snapshot " + container.snapshot_key(), slowTimeout(),
+                 [&](grpc::ClientContext& c) { return snapshots_->Prepare(&c, request, &response); });
+  }
+
   Status removeSnapshot(const std::string& snapshotter, const std::string& key) {
     snapshots_v1::RemoveSnapshotRequest request;
     request.set_snapshotter(snapshotter);
@@ -687,6 +736,30 @@ class ContainerdRuntime final : public ContainerRuntime {
     google::protobuf::Empty empty;
     return unary("removing snapshot " + key, slowTimeout(),
                  [&](grpc::ClientContext& c) { return snapshots_->Remove(&c, request, &empty); });
+  }
+
+  // A short-lived lease: containerd's garbage collector leaves alone what is created under it (a
+  // prepared snapshot that no container record references yet). It expires by itself if the agent
+  // dies before deleting it.
+  Result<std::string> createLease(const std::string& purpose) {
+    leases_v1::CreateRequest request;
+    request.set_id("qcs-agent-" + purpose + "-" + randomHex(6));
+    (*request.mutable_labels())["containerd.io/gc.expire"] =
+        formatRfc3339(system_clock::now() + std::chrono::hours(1)).substr(0, 19) + "Z";
+    leases_v1::CreateResponse response;
+    if (auto st = unary("creating a lease", timeout(),
+                        [&](grpc::ClientContext& c) { return leases_->Create(&c, request, &response); });
+        !st) {
+      return st.error();
+    }
+    return response.lease().id();
+  }
+  void deleteLease(const std::string& id) {
+    leases_v1::DeleteRequest request;
+    request.set_id(id);
+    google::protobuf::Empty empty;
+    (void)unary("deleting lease " + id, timeout(),
+                [&](grpc::ClientContext& c) { return leases_->Delete(&c, request, &empty); });
   }
 
   Result<ContainerInfo> describe(const containers_v1::Container& container) {
@@ -787,6 +860,7 @@ class ContainerdRuntime final : public ContainerRuntime {
   std::unique_ptr<tasks_v1::Tasks::Stub> tasks_;
   std::unique_ptr<snapshots_v1::Snapshots::Stub> snapshots_;
   std::unique_ptr<images_v1::Images::Stub> images_;
+  std::unique_ptr<leases_v1::Leases::Stub> leases_;
   ImageStore store_;
   std::shared_ptr<OomNotices> ooms_;
   std::mutex startsMutex_;

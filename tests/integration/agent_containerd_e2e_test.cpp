@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -19,17 +21,26 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kNamespace = "qualys";
 constexpr const char* kSensorName = "qcs-e2e-sensor";
 // The agent's sensor.image "qcs-standin:test" is this image in containerd's naming.
 constexpr const char* kImage = "docker.io/library/qcs-standin:test";
+
+// Each test gets its own containerd namespace: runc keeps its state under /run/containerd/runc/<ns>
+// and the sensor's cgroup is /<ns>/<name>, both shared by every containerd on the machine, so tests
+// running in parallel (each with its own containerd) must not share a namespace and sensor name.
+std::string uniqueNamespace() {
+  std::random_device random;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%08x", random());
+  return std::string("qcs-e2e-") + suffix;
+}
 
 class ContainerdAgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
     containerd_ = Containerd::start();
     ASSERT_NE(containerd_, nullptr) << "containerd did not start";
-    auto image = importStandinImage(*containerd_, kImage, kNamespace);
+    auto image = importStandinImage(*containerd_, kImage, ns_);
     ASSERT_TRUE(image.ok()) << image.message();
     ASSERT_TRUE(writeFile(dir_.file("customer-id"), std::string(kE2eCustomerId) + "\n", 0600));
     ::mkdir(dir_.file("control").c_str(), 0755);
@@ -44,31 +55,27 @@ class ContainerdAgentTest : public ::testing::Test {
   void setControl(const std::string& line) { ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n")); }
 
   std::string config(const std::string& extraSensor = "", const std::string& extraTop = "",
-                     const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never") {
-    std::ostringstream c;
-    c << "runtime:\n  kind: containerd\n  endpoint: " << containerd_->socketPath() << "\n"
-      << "  containerd_namespace: " << kNamespace << "\n  containerd_log_dir: " << dir_.file("logs") << "\n"
-      << "sensor:\n  image: " << image << "\n  pull_policy: " << pullPolicy << "\n  name: " << kSensorName << "\n"
-      << "  resources: {cpu_request: 100m, cpu_limit: 500m, memory_request: 16Mi, memory_limit: 64Mi}\n"
-      << "  env: {STANDIN_LOG_INTERVAL: \"1\"}\n"
-      << "  extra_mounts:\n  - {source: " << dir_.file("control") << ", target: /standin, read_only: true}\n"
-      << extraSensor << "secrets:\n  activation_id: {source: env, name: QCS_E2E_ACTIVATION_ID}\n"
-      << "  customer_id: {source: file, path: " << dir_.file("customer-id") << "}\n"
-      << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
-      << "  reconcile_interval: 5s\n"
-      << "logging: {level: debug, format: json}\n"
-      << "http: {listen: \"127.0.0.1:0\"}\n"
-      << extraTop;
-    return c.str();
+                     const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never",
+                     const std::string& extraSupervision = "") {
+    E2eConfig c;
+    c.runtime = "runtime:\n  kind: containerd\n  endpoint: " + containerd_->socketPath() +
+                "\n  containerd_namespace: " + ns_ + "\n  containerd_log_dir: " + dir_.file("logs") + "\n";
+    c.image = image;
+    c.pullPolicy = pullPolicy;
+    c.sensorName = kSensorName;
+    c.controlDir = dir_.file("control");
+    c.customerIdFile = dir_.file("customer-id");
+    c.extraSensor = extraSensor;
+    c.extraSupervision = extraSupervision;
+    c.extraTop = extraTop;
+    return e2eConfigYaml(c);
   }
 
   std::unique_ptr<Process> startAgent(const std::string& yaml, const std::string& name = "agent") {
     return startAgentProcess(dir_, yaml, name, {{"QCS_E2E_ACTIVATION_ID", kE2eActivationId}}, agents_);
   }
 
-  Result<std::string> ctr(const std::string& args) {
-    return containerd_->cli(std::string("-n ") + kNamespace + " " + args);
-  }
+  Result<std::string> ctr(const std::string& args) { return containerd_->cli("-n " + ns_ + " " + args); }
 
   json containerInfo(const std::string& id = kSensorName) {
     auto out = ctr("containers info " + id);
@@ -118,6 +125,7 @@ class ContainerdAgentTest : public ::testing::Test {
   SensorView view() { return SensorView(*agent_); }
   std::string sensorLog() { return readFile(dir_.file(std::string("logs/") + kSensorName + ".log")); }
 
+  const std::string ns_ = uniqueNamespace();
   TempDir dir_;
   std::unique_ptr<Containerd> containerd_;
   std::unique_ptr<Process> agent_;
@@ -465,6 +473,47 @@ TEST_F(ContainerdPullAgentTest, AnUnknownTagFailsClearly) {
   ASSERT_TRUE(waitFor([&] { return agentLogged(*agent_, "no-such-tag"); }, 60s)) << agent_->output();
   EXPECT_TRUE(agent_->running());
   EXPECT_EQ(managedCount(), 0);
+}
+
+// A registry without auth: the agent pulls anonymously (registry_auth.kind: none).
+TEST_F(ContainerdAgentTest, PullsAnonymouslyFromAnOpenRegistry) {
+  auto dockerd = Dockerd::start();
+  ASSERT_NE(dockerd, nullptr);
+  ASSERT_TRUE(buildStandinImage(*dockerd).ok());
+  auto registry = Registry::start("", "");
+  ASSERT_NE(registry, nullptr);
+  ASSERT_TRUE(registry->push(*dockerd, "qcs-standin:test", "open/standin:1").ok());
+  const std::string remote = registry->address() + "/open/standin:1";
+  agent_ = startAgent(config("", "", remote, "if-not-present"));
+  ASSERT_TRUE(waitRunning(60s)) << agent_->output();
+  EXPECT_EQ(containerInfo()["Image"], remote);
+  ASSERT_TRUE(waitFor([&] { return agentStatus(*agent_)["pulls"].value("succeeded", 0) == 1; }, 20s));
+}
+
+// Health probes on containerd: the quiet-output probe reads the log file's modification time.
+TEST_F(ContainerdAgentTest, AQuietSensorIsRestartedAsUnhealthy) {
+  setControl("hang");
+  agent_ = startAgent(config("", "", "qcs-standin:test", "never",
+                             "  health: {quiet_after: 2s, startup_grace: 1s, period: 1s, timeout: 500ms, "
+                             "failure_threshold: 2}\n"));
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  ASSERT_TRUE(waitFor([&] { return view().restarts("unhealthy") >= 1; }, 30s)) << agent_->output();
+  EXPECT_EQ(view().restarts("exit"), 0u) << "the stop the probe caused is not an exit";
+  EXPECT_EQ(managedCount(), 1);
+}
+
+// The exec probe runs in the sensor's task with its process spec; a failing one restarts it.
+TEST_F(ContainerdAgentTest, AFailingExecProbeRestartsTheSensorAsUnhealthy) {
+  agent_ = startAgent(config("", "", "qcs-standin:test", "never",
+                             "  health:\n    exec: {command: [/bin/sh, -c, \"test ! -e /standin/unhealthy\"]}\n"
+                             "    startup_grace: 1s\n    period: 2s\n    timeout: 1500ms\n    failure_threshold: 2\n"));
+  ASSERT_TRUE(waitRunning()) << agent_->output();
+  int before = pid();
+  ASSERT_TRUE(writeFile(dir_.file("control/unhealthy"), "1\n"));
+  ASSERT_TRUE(waitFor([&] { return view().restarts("unhealthy") >= 1; }, 30s)) << agent_->output();
+  ::unlink(dir_.file("control/unhealthy").c_str());
+  ASSERT_TRUE(waitRestarted(before, 30s)) << agent_->output();
+  EXPECT_EQ(view().restarts("exit"), 0u);
 }
 
 }  // namespace

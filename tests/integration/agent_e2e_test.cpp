@@ -5,14 +5,13 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <regex>
 #include <set>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "agent/http_server.h"
+#include "harness/agent_process.h"
 #include "harness/harness.h"
 
 namespace qcs::testing {
@@ -21,8 +20,8 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kActivationId = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-constexpr const char* kCustomerId = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+constexpr const char* kActivationId = kE2eActivationId;
+constexpr const char* kCustomerId = kE2eCustomerId;
 constexpr const char* kSensorName = "qcs-e2e-sensor";
 
 class AgentE2ETest : public ::testing::Test {
@@ -48,30 +47,22 @@ class AgentE2ETest : public ::testing::Test {
   std::string config(const std::string& extraSensor = "", const std::string& extraTop = "",
                      const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never",
                      const std::string& extraSupervision = "") {
-    std::ostringstream c;
-    c << "runtime:\n  kind: docker\n  endpoint: " << dockerd_->socketPath() << "\n"
-      << "sensor:\n  image: " << image << "\n  pull_policy: " << pullPolicy << "\n  name: " << kSensorName << "\n"
-      << "  resources: {cpu_request: 100m, cpu_limit: 500m, memory_request: 16Mi, memory_limit: 64Mi}\n"
-      << "  env: {STANDIN_LOG_INTERVAL: \"1\"}\n"
-      << "  extra_mounts:\n  - {source: " << dir_.file("control") << ", target: /standin, read_only: true}\n"
-      << extraSensor << "secrets:\n  activation_id: {source: env, name: QCS_E2E_ACTIVATION_ID}\n"
-      << "  customer_id: {source: file, path: " << dir_.file("customer-id") << "}\n"
-      << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
-      << "  reconcile_interval: 5s\n"
-      << extraSupervision << "logging: {level: debug, format: json}\n"
-      << "http: {listen: \"127.0.0.1:0\"}\n"  // tests run in parallel: let the kernel pick a port
-      << extraTop;
-    return c.str();
+    E2eConfig c;
+    c.runtime = "runtime:\n  kind: docker\n  endpoint: " + dockerd_->socketPath() + "\n";
+    c.image = image;
+    c.pullPolicy = pullPolicy;
+    c.sensorName = kSensorName;
+    c.controlDir = dir_.file("control");
+    c.customerIdFile = dir_.file("customer-id");
+    c.extraSensor = extraSensor;
+    c.extraSupervision = extraSupervision;
+    c.extraTop = extraTop;
+    return e2eConfigYaml(c);
   }
 
   std::unique_ptr<Process> startAgent(const std::string& yaml, const std::string& name = "agent") {
-    std::string path = dir_.file(name + ".yaml");
-    EXPECT_TRUE(writeFile(path, yaml, 0600));
-    auto p = Process::spawn({QCS_AGENT_BINARY, "run", "--config", path},
-                            {{"QCS_E2E_ACTIVATION_ID", kActivationId}, {"DOCKER_HOST", ""}},
-                            dir_.file(name + "-" + std::to_string(++agents_) + ".log"));
-    EXPECT_TRUE(p.ok()) << (p.ok() ? "" : p.message());
-    return p.ok() ? std::move(p.value()) : nullptr;
+    return startAgentProcess(dir_, yaml, name, {{"QCS_E2E_ACTIVATION_ID", kActivationId}, {"DOCKER_HOST", ""}},
+                             agents_);
   }
 
   json inspect(const std::string& nameOrId) {
@@ -99,54 +90,11 @@ class AgentE2ETest : public ::testing::Test {
   bool waitRestarted(const std::string& before, std::chrono::milliseconds deadline = 30s) {
     return waitFor([&] { return sensorState() == "running" && sensorStartedAt() != before; }, deadline);
   }
-  // The agent's JSON log messages so far.
-  std::vector<std::string> messages(Process& agent) {
-    std::vector<std::string> out;
-    std::istringstream in(agent.output());
-    for (std::string line; std::getline(in, line);) {
-      auto doc = json::parse(line, nullptr, false);
-      if (doc.is_object() && doc.contains("msg")) out.push_back(doc["msg"].get<std::string>());
-    }
-    return out;
-  }
-  bool logged(Process& agent, const std::string& needle) {
-    for (const auto& m : messages(agent)) {
-      if (m.find(needle) != std::string::npos) return true;
-    }
-    return false;
-  }
-  // The agent's /status, from the address it logged once its listener was bound (port 0 in these
-  // configs); null until it answers.
-  json agentStatus(Process& agent) {
-    static const std::regex listening(R"(agent\.http: listening on (127\.0\.0\.1:[0-9]+))");
-    std::string address;
-    for (const auto& m : messages(agent)) {
-      std::smatch match;
-      if (std::regex_search(m, match, listening)) address = match[1];
-    }
-    if (address.empty()) return json();
-    auto reply = agent::httpGet(address, "/status", 5s);
-    if (!reply.ok() || reply->status != 200) return json();
-    auto doc = json::parse(reply->body, nullptr, false);
-    return doc.is_object() ? doc : json();
-  }
-  json sensorStatus() {
-    json status = agentStatus(*agent_);
-    return status.is_object() ? status["sensor"] : json();
-  }
-  uint64_t restarts(const std::string& reason) {
-    json sensor = sensorStatus();
-    return sensor.is_object() ? sensor["restarts"].value(reason, uint64_t{0}) : 0;
-  }
-  std::string agentState() {
-    json sensor = sensorStatus();
-    return sensor.is_object() ? sensor.value("state", "") : "";
-  }
-  std::optional<int> lastExitCode() {
-    json sensor = sensorStatus();
-    if (!sensor.is_object() || !sensor["lastExitCode"].is_number()) return std::nullopt;
-    return sensor["lastExitCode"].get<int>();
-  }
+  bool logged(Process& agent, const std::string& needle) { return agentLogged(agent, needle); }
+  json sensorStatus() { return SensorView(*agent_).sensor; }
+  uint64_t restarts(const std::string& reason) { return SensorView(*agent_).restarts(reason); }
+  std::string agentState() { return SensorView(*agent_).state(); }
+  std::optional<int> lastExitCode() { return SensorView(*agent_).lastExitCode(); }
 
   int managedCount() {
     auto out = dockerd_->cli("ps -aq --filter label=io.qcs-agent.managed=true");

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "agent/http_server.h"
+#include "harness/agent_process.h"
 #include "harness/harness.h"
 
 namespace qcs::testing {
@@ -20,8 +21,8 @@ namespace {
 using namespace std::chrono_literals;
 using nlohmann::json;
 
-constexpr const char* kActivationId = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-constexpr const char* kCustomerId = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
+constexpr const char* kActivationId = kE2eActivationId;
+constexpr const char* kCustomerId = kE2eCustomerId;
 constexpr const char* kSensorName = "qcs-prom-sensor";
 constexpr const char* kPrometheus = "/usr/bin/prometheus";
 constexpr const char* kPromtool = "/usr/bin/promtool";

@@ -12,6 +12,23 @@ namespace qcs::testing {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
+std::string e2eConfigYaml(const E2eConfig& config) {
+  std::ostringstream c;
+  c << config.runtime << "sensor:\n  image: " << config.image << "\n  pull_policy: " << config.pullPolicy
+    << "\n  name: " << config.sensorName << "\n"
+    << "  resources: {cpu_request: 100m, cpu_limit: 500m, memory_request: 16Mi, memory_limit: 64Mi}\n"
+    << "  env: {STANDIN_LOG_INTERVAL: \"1\"}\n"
+    << "  extra_mounts:\n  - {source: " << config.controlDir << ", target: /standin, read_only: true}\n"
+    << config.extraSensor << "secrets:\n  activation_id: {source: env, name: QCS_E2E_ACTIVATION_ID}\n"
+    << "  customer_id: {source: file, path: " << config.customerIdFile << "}\n"
+    << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
+    << "  reconcile_interval: 5s\n"
+    << config.extraSupervision << "logging: {level: debug, format: json}\n"
+    << "http: {listen: \"127.0.0.1:0\"}\n"  // tests run in parallel: let the kernel pick a port
+    << config.extraTop;
+  return c.str();
+}
+
 std::unique_ptr<Process> startAgentProcess(const TempDir& dir, const std::string& yaml, const std::string& name,
                                            const std::map<std::string, std::string>& env, int& counter) {
   const std::string path = dir.file(name + ".yaml");

@@ -169,10 +169,11 @@ class Containerd {
 Result<std::string> importStandinImage(Containerd& containerd, const std::string& ref,
                                        const std::string& nameSpace = "qualys");
 
-// A private registry v2 (Debian's docker-registry) on 127.0.0.1:<free port> with htpasswd auth.
+// A private registry v2 (Debian's docker-registry) on 127.0.0.1:<free port> with htpasswd auth,
+// or open to anonymous pulls and pushes when user is empty.
 class Registry {
  public:
-  // Starts it and waits until /v2/ answers 401; nullptr (with the log on stderr) if not.
+  // Starts it and waits until /v2/ answers (401, or 200 when open); nullptr (with the log on stderr) if not.
   static std::unique_ptr<Registry> start(const std::string& user, const std::string& password);
   ~Registry();
   Registry(const Registry&) = delete;
