@@ -23,6 +23,12 @@ for p in "${packages[@]}"; do
     missing+=("$p")
   fi
 done
+# node and npm (the SigV4 cross-check against AWS's own signer, the manifest validator) are taken
+# as they come when present, whichever package brought them; Debian's otherwise.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+  packages+=(nodejs npm)
+fi
 
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} packages present"
