@@ -53,7 +53,8 @@ std::optional<std::string> getEnv(const std::string& name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
-Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::string& key, const SecretRef& ref) {
+Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::string& key, const SecretRef& ref,
+                                                                 std::chrono::milliseconds refreshInterval) {
   if (ref.source == "env") return platform::makeEnvSecret(ref.name, getEnv);
   if (ref.source == "file") return platform::makeFileSecret(ref.path);
   if (ref.source == "aws-secretsmanager") {
@@ -63,16 +64,7 @@ Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::stri
     aws.region = ref.region;
     aws.versionStage = ref.versionStage;
     aws.endpoint = ref.endpoint;
-    // How often a rotation is looked for; an environment knob until the config grows a key for it.
-    if (auto refresh = getEnv("QCS_AWS_SECRETS_REFRESH_SECONDS")) {
-      char* end = nullptr;
-      long seconds = std::strtol(refresh->c_str(), &end, 10);
-      if (end == refresh->c_str() || *end != '\0' || seconds < 1) {
-        return makeError(ErrorCode::kInvalidArgument,
-                         "environment QCS_AWS_SECRETS_REFRESH_SECONDS: expected a whole number of seconds >= 1");
-      }
-      aws.refreshInterval = std::chrono::seconds(seconds);
-    }
+    aws.refreshInterval = refreshInterval;
     return platform::makeAwsSecretsManagerSecret(std::move(aws), platform::makeDefaultAwsEnvironment(getEnv));
   }
   return makeError(ErrorCode::kInvalidArgument, key + ".source: \"" + ref.source +
@@ -84,7 +76,7 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
   const auto& auth = config.registryAuth;
   if (auth.kind == "none") return platform::makeNoAuth();
   if (auth.kind == "basic") {
-    auto password = makeSecretSource("registry_auth.password", auth.password);
+    auto password = makeSecretSource("registry_auth.password", auth.password, config.secrets.refreshInterval);
     if (!password) return password.error();
     return platform::makeBasicAuth(auth.username, std::move(password.value()));
   }
@@ -110,9 +102,9 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
   }
   if (auth.kind == "ecr") {
     platform::EcrAuthOptions options;
-    // Test and pull-through-proxy overrides until the config grows keys for them (docs/aws.md).
-    options.registryOverride = getEnv("QCS_ECR_REGISTRY").value_or("");
-    options.endpointOverride = getEnv("QCS_ECR_ENDPOINT").value_or("");
+    options.registryOverride = auth.ecrRegistry;
+    options.endpointOverride = auth.ecrEndpoint;
+    options.region = auth.ecrRegion;
     return platform::makeEcrAuth(std::move(options), platform::makeDefaultAwsEnvironment(getEnv));
   }
   return makeError(ErrorCode::kInvalidArgument, "registry_auth.kind: \"" + auth.kind +
@@ -378,9 +370,10 @@ int commandRun(const Config& config) {
   if (auto st = setupLogging(config.logging.level, config.logging.format, redactor, logContext); !st)
     return configError(st.message());
 
-  auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId);
+  auto activation =
+      makeSecretSource("secrets.activation_id", config.secrets.activationId, config.secrets.refreshInterval);
   if (!activation) return configError(activation.message());
-  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId);
+  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId, config.secrets.refreshInterval);
   if (!customer) return configError(customer.message());
   // The IDs must be readable before anything touches a container.
   if (auto secrets = readSensorSecrets(*activation.value(), *customer.value()); !secrets) {
@@ -497,8 +490,9 @@ int commandRender(const Config& config) {
   }
 
   auto redactor = std::make_shared<SecretRedactor>();
-  auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId);
-  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId);
+  auto activation =
+      makeSecretSource("secrets.activation_id", config.secrets.activationId, config.secrets.refreshInterval);
+  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId, config.secrets.refreshInterval);
   if (!activation) return configError(activation.message());
   if (!customer) return configError(customer.message());
   // Rendering works without readable secrets; the hash then covers placeholders and says so.

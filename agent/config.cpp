@@ -414,6 +414,14 @@ Check namePattern(std::string_view extraRest, std::string pattern) {
   };
 }
 
+// The check applies to a value that is set; empty means "not set".
+Check optionalValue(Check check) {
+  return [check = std::move(check)](const std::string& value) -> std::optional<std::string> {
+    if (value.empty()) return std::nullopt;
+    return check(value);
+  };
+}
+
 Check url(std::vector<std::string> schemes, bool required) {
   return [schemes = std::move(schemes), required](const std::string& value) -> std::optional<std::string> {
     if (value.empty() && !required) return std::nullopt;
@@ -1024,6 +1032,8 @@ std::vector<KeySpec> buildKeyTable() {
       keys, "secrets.activation_id", [](auto& c) -> auto& { return c.secrets.activationId; });
   addSecretRefKeys(
       keys, "secrets.customer_id", [](auto& c) -> auto& { return c.secrets.customerId; });
+  keys.push_back(durationKey(
+      "secrets.refresh_interval", [](auto& c) -> auto& { return c.secrets.refreshInterval; }));
   keys.push_back(textKey(
       "registry_auth.kind", [](auto& c) -> auto& { return c.registryAuth.kind; },
       oneOf({"none", "auto", "basic", "docker-config", "ecr", "acr", "gcr"})));
@@ -1034,6 +1044,19 @@ std::vector<KeySpec> buildKeyTable() {
   keys.push_back(textKey(
       "registry_auth.docker_config", [](auto& c) -> auto& { return c.registryAuth.dockerConfig; },
       absolutePath(false)));
+  for (KeySpec spec : {textKey(
+                           "registry_auth.ecr_registry", [](auto& c) -> auto& { return c.registryAuth.ecrRegistry; },
+                           optionalValue(namePattern(
+                               ".-:", "a registry host[:port], e.g. 123456789012.dkr.ecr.eu-west-1.amazonaws.com"))),
+                       textKey(
+                           "registry_auth.ecr_endpoint", [](auto& c) -> auto& { return c.registryAuth.ecrEndpoint; },
+                           url({"http", "https"}, false)),
+                       textKey(
+                           "registry_auth.ecr_region", [](auto& c) -> auto& { return c.registryAuth.ecrRegion; },
+                           optionalValue(namePattern("-", "an AWS region such as eu-west-1")))}) {
+    spec.renderOnlyWhenSet = true;
+    keys.push_back(std::move(spec));
+  }
   keys.push_back(durationKey(
       "supervision.backoff.initial", [](auto& c) -> auto& { return c.supervision.backoff.initial; }));
   keys.push_back(durationKey(
@@ -1421,6 +1444,19 @@ void validateRegistryAuth(Loader& loader) {
   } else if (!dockerConfig && !auth.dockerConfig.empty()) {
     loader.problem("registry_auth.docker_config",
                    fmt::format("is only used with kind docker-config (kind is {})", quoteValue(auth.kind)));
+  }
+  if (auth.kind != "ecr") {
+    for (const auto& [path, value] : {std::pair{"registry_auth.ecr_registry", auth.ecrRegistry},
+                                      std::pair{"registry_auth.ecr_endpoint", auth.ecrEndpoint},
+                                      std::pair{"registry_auth.ecr_region", auth.ecrRegion}}) {
+      if (!value.empty()) {
+        loader.problem(path, fmt::format("is only used with kind ecr (kind is {})", quoteValue(auth.kind)));
+      }
+    }
+  }
+  if (loader.config.secrets.refreshInterval < std::chrono::seconds(1)) {
+    loader.problem("secrets.refresh_interval", fmt::format("{} is too short; it must be at least 1s",
+                                                           formatDuration(loader.config.secrets.refreshInterval)));
   }
 }
 

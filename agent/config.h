@@ -84,6 +84,8 @@ struct Config {
   struct Secrets {
     SecretRef activationId{"env", "QUALYS_ACTIVATION_ID", "", "", "", "", "", ""};
     SecretRef customerId{"file", "", "/etc/qcs-agent/secrets/customer-id", "", "", "", "", ""};
+    // How often a cloud secret (aws-secretsmanager) is fetched again to notice a rotation.
+    std::chrono::milliseconds refreshInterval{5 * 60 * 1000};
     bool operator==(const Secrets&) const = default;
   } secrets;
 
@@ -92,6 +94,9 @@ struct Config {
     std::string username;       // basic
     SecretRef password;         // basic
     std::string dockerConfig;   // docker-config: path of a Docker config.json
+    // ecr: another registry host the provider serves (a pull-through proxy; tests), the ECR API
+    // endpoint instead of https://api.ecr.<region>.amazonaws.com, and the region (else the host's).
+    std::string ecrRegistry, ecrEndpoint, ecrRegion;
     bool operator==(const RegistryAuth&) const = default;
   } registryAuth;
 

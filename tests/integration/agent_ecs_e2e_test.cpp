@@ -77,9 +77,9 @@ class AgentEcsE2ETest : public ::testing::Test {
             {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", ""},
             {"AWS_CONTAINER_CREDENTIALS_FULL_URI", ""},
             {"AWS_REGION", "us-east-1"},
-            {"QCS_ECR_REGISTRY", registry_->address()},
-            {"QCS_ECR_ENDPOINT", emulator_->endpoint()},
-            {"QCS_AWS_SECRETS_REFRESH_SECONDS", "2"},
+            {"QCS_REGISTRY_AUTH_ECR_REGISTRY", registry_->address()},
+            {"QCS_REGISTRY_AUTH_ECR_ENDPOINT", emulator_->endpoint()},
+            {"QCS_SECRETS_REFRESH_INTERVAL", "2s"},
             {"DOCKER_HOST", ""}};
   }
 

@@ -392,6 +392,14 @@ TEST(ConfigDefaultsTest, EveryDocumentedEnumValueIsAccepted) {
   EXPECT_TRUE(
       parseConfig("registry_auth: {kind: basic, username: u, password: {source: env, name: REG_PASSWORD}}").ok());
   EXPECT_TRUE(parseConfig("registry_auth: {kind: docker-config, docker_config: /root/.docker/config.json}").ok());
+  auto ecr = parseConfig(
+      "registry_auth: {kind: ecr, ecr_registry: \"127.0.0.1:5000\", ecr_endpoint: \"http://127.0.0.1:8080\", "
+      "ecr_region: eu-west-1}\nsecrets: {refresh_interval: 2s}");
+  ASSERT_TRUE(ecr.ok()) << ecr.message();
+  EXPECT_EQ(ecr->registryAuth.ecrRegistry, "127.0.0.1:5000");
+  EXPECT_EQ(ecr->registryAuth.ecrEndpoint, "http://127.0.0.1:8080");
+  EXPECT_EQ(ecr->registryAuth.ecrRegion, "eu-west-1");
+  EXPECT_EQ(ecr->secrets.refreshInterval, std::chrono::seconds(2));
 }
 
 TEST(ConfigDefaultsTest, AcceptsTheWholeRangeOfValidValues) {
@@ -623,6 +631,14 @@ INSTANTIATE_TEST_SUITE_P(
                  "basic"},
         RuleCase{"docker_config with gcr", "registry_auth: {kind: gcr, docker_config: /x.json}",
                  "registry_auth.docker_config", "docker-config"},
+        RuleCase{"ecr_endpoint with basic", "registry_auth: {kind: none, ecr_endpoint: \"http://127.0.0.1:1\"}",
+                 "registry_auth.ecr_endpoint", "kind ecr"},
+        RuleCase{"ecr_endpoint not a URL", "registry_auth: {kind: ecr, ecr_endpoint: api.ecr}",
+                 "registry_auth.ecr_endpoint", "http"},
+        RuleCase{"ecr_registry with a path", "registry_auth: {kind: ecr, ecr_registry: \"host/x\"}",
+                 "registry_auth.ecr_registry", "host"},
+        RuleCase{"refresh interval too short", "secrets: {refresh_interval: 500ms}", "secrets.refresh_interval",
+                 "at least 1s"},
         // supervision
         RuleCase{"initial zero", "supervision: {backoff: {initial: 0s}}", "supervision.backoff.initial", "zero"},
         RuleCase{"max below initial", "supervision: {backoff: {initial: 10s, max: 5s}}", "supervision.backoff.max",
