@@ -23,8 +23,10 @@
 #include "agent/sensor_spec.h"
 #include "agent/supervisor.h"
 #include "agent/version.h"
+#include "platform/acr_auth.h"
 #include "platform/aws_secrets.h"
 #include "platform/ecr_auth.h"
+#include "platform/gcr_auth.h"
 #include "platform/registry_auth.h"
 #include "platform/secrets.h"
 #include "runtime/containerd/containerd_runtime.h"
@@ -81,23 +83,31 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
     return platform::makeBasicAuth(auth.username, std::move(password.value()));
   }
   if (auth.kind == "docker-config") return platform::makeDockerConfigAuth(auth.dockerConfig);
+  // ACR and GCR speak to the node's metadata service; the overrides are environment variables
+  // (docs/cloud-registries.md) so tests and unusual networks can point them elsewhere.
+  auto envOr = [](const char* name) { return getEnv(name).value_or(""); };
+  auto acr = [&](const std::string& registry) {
+    platform::AcrAuthOptions options;
+    options.registryOverride = registry;
+    options.exchangeEndpoint = envOr("QCS_ACR_EXCHANGE_ENDPOINT");
+    options.clientId = envOr("QCS_AZURE_CLIENT_ID");
+    return platform::makeAcrAuth(std::move(options), getEnv, platform::makeDefaultCloudHttpClient(),
+                                 std::make_shared<SystemClock>());
+  };
+  auto gcr = [&](const std::string& registry) {
+    platform::GcrAuthOptions options;
+    options.registryOverride = registry;
+    return platform::makeGcrAuth(std::move(options), getEnv, platform::makeDefaultCloudHttpClient(),
+                                 std::make_shared<SystemClock>());
+  };
+  auto ref = runtime::parseImageReference(config.sensor.image);
+  const std::string imageRegistry = ref ? ref->registry : std::string();
   if (auth.kind == "auto") {
-    // Without cloud credentials (ECR/ACR/GCR), "auto" means anonymous pulls.
-    auto ref = runtime::parseImageReference(config.sensor.image);
-    if (ref) {
-      const std::string& host = ref->registry;
-      auto endsWith = [&](const std::string& suffix) {
-        return host.size() >= suffix.size() && host.compare(host.size() - suffix.size(), suffix.size(), suffix) == 0;
-      };
-      if (platform::ecrRegistryRegion(host)) {
-        return platform::makeEcrAuth(platform::EcrAuthOptions{}, platform::makeDefaultAwsEnvironment(getEnv));
-      }
-      if (endsWith(".azurecr.io") || endsWith("gcr.io") || endsWith(".pkg.dev")) {
-        return makeError(ErrorCode::kInvalidArgument,
-                         "registry_auth.kind: auto picked cloud registry auth for " + host +
-                             ", which this build does not provide yet (use basic or docker-config)");
-      }
+    if (platform::ecrRegistryRegion(imageRegistry)) {
+      return platform::makeEcrAuth(platform::EcrAuthOptions{}, platform::makeDefaultAwsEnvironment(getEnv));
     }
+    if (platform::isAzureRegistry(imageRegistry)) return acr("");
+    if (platform::isGoogleRegistry(imageRegistry)) return gcr("");
     return platform::makeNoAuth();
   }
   if (auth.kind == "ecr") {
@@ -107,9 +117,13 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
     options.region = auth.ecrRegion;
     return platform::makeEcrAuth(std::move(options), platform::makeDefaultAwsEnvironment(getEnv));
   }
+  // An explicit acr/gcr serves the sensor image's registry whatever its name (a custom domain, a
+  // pull-through cache): the operator chose where the token goes.
+  if (auth.kind == "acr") return acr(imageRegistry);
+  if (auth.kind == "gcr") return gcr(imageRegistry);
   return makeError(ErrorCode::kInvalidArgument, "registry_auth.kind: \"" + auth.kind +
-                                                    "\" is not available in this build (use none, auto, basic, "
-                                                    "docker-config or ecr)");
+                                                    "\" is not known (use none, auto, basic, docker-config, ecr, "
+                                                    "acr or gcr)");
 }
 
 // Reads both IDs and checks their format. Errors name the key and source, never the value.

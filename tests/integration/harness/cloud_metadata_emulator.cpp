@@ -1,0 +1,352 @@
+#include "harness/cloud_metadata_emulator.h"
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "common/encoding.h"
+
+namespace qcs::testing {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kImdsTokenPath = "/metadata/identity/oauth2/token";
+constexpr const char* kGcpTokenPath = "/computeMetadata/v1/instance/service-accounts/default/token";
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return text;
+}
+
+std::string percentDecode(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out.push_back(' ');
+    } else if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+               std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
+      out.push_back(static_cast<char>(std::stoi(text.substr(i + 1, 2), nullptr, 16)));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+// name -> value of a query string or form body; a name given twice keeps the first.
+std::map<std::string, std::string> parseForm(const std::string& text) {
+  std::map<std::string, std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('&', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string pair = text.substr(start, end - start);
+    const size_t eq = pair.find('=');
+    out.emplace(percentDecode(pair.substr(0, eq)), eq == std::string::npos ? "" : percentDecode(pair.substr(eq + 1)));
+    start = end + 1;
+  }
+  return out;
+}
+
+int64_t epochSeconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+CloudMetadataEmulator::Response imdsError(const std::string& error, const std::string& description) {
+  return {400, "application/json", {}, json{{"error", error}, {"error_description", description}}.dump()};
+}
+
+CloudMetadataEmulator::Response registryError(int status, const std::string& code, const std::string& message) {
+  return {
+      status, "application/json", {}, json{{"errors", json::array({{{"code", code}, {"message", message}}})}}.dump()};
+}
+
+}  // namespace
+
+struct CloudMetadataEmulator::Server {
+  net::io_context ioc{1};
+  tcp::acceptor acceptor{ioc};
+};
+
+bool CloudMetadataEmulator::Request::hasHeader(const std::string& name) const {
+  const std::string wanted = lower(name);
+  return std::any_of(headers.begin(), headers.end(), [&](const auto& h) { return lower(h.first) == wanted; });
+}
+
+std::string CloudMetadataEmulator::Request::header(const std::string& name) const {
+  const std::string wanted = lower(name);
+  for (const auto& [n, v] : headers) {
+    if (lower(n) == wanted) return v;
+  }
+  return {};
+}
+
+CloudMetadataEmulator::CloudMetadataEmulator(Options options) : options_(std::move(options)) {}
+
+std::unique_ptr<CloudMetadataEmulator> CloudMetadataEmulator::start(Options options) {
+  std::unique_ptr<CloudMetadataEmulator> emulator(new CloudMetadataEmulator(std::move(options)));
+  emulator->server_ = std::make_unique<Server>();
+  beast::error_code ec;
+  auto& acceptor = emulator->server_->acceptor;
+  tcp::endpoint where(net::ip::make_address("127.0.0.1"), 0);
+  acceptor.open(where.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(where, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    std::cerr << "cloud metadata emulator: cannot listen on 127.0.0.1: " << ec.message() << "\n";
+    return nullptr;
+  }
+  emulator->port_ = acceptor.local_endpoint().port();
+  if (emulator->options_.acrService.empty()) emulator->options_.acrService = emulator->hostAndPort();
+  emulator->thread_ = std::thread([raw = emulator.get()] { raw->serve(); });
+  return emulator;
+}
+
+CloudMetadataEmulator::~CloudMetadataEmulator() {
+  stopping_ = true;
+  if (thread_.joinable()) {
+    // Wakes the blocking accept().
+    beast::error_code ec;
+    tcp::socket poke(server_->ioc);
+    poke.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port_)), ec);
+    thread_.join();
+  }
+}
+
+std::string CloudMetadataEmulator::endpoint() const { return "http://" + hostAndPort(); }
+std::string CloudMetadataEmulator::hostAndPort() const { return "127.0.0.1:" + std::to_string(port_); }
+std::string CloudMetadataEmulator::acrService() const { return options_.acrService; }
+
+void CloudMetadataEmulator::serve() {
+  while (!stopping_) {
+    tcp::socket socket(server_->ioc);
+    beast::error_code ec;
+    server_->acceptor.accept(socket, ec);
+    if (stopping_) return;
+    if (ec) continue;
+    // A client that stalls must not wedge the emulator for the next test step.
+    timeval timeout{5, 0};
+    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(1 << 20);
+      http::read(socket, buffer, parser, ec);
+      if (ec) break;
+      auto& message = parser.get();
+      Request request;
+      request.method = std::string(message.method_string());
+      request.target = std::string(message.target());
+      for (const auto& field : message) request.headers.emplace_back(field.name_string(), field.value());
+      request.body = message.body();
+      Response answer;
+      try {
+        answer = handle(request);
+      } catch (const std::exception& e) {
+        answer = Response{500, "text/plain", {}, std::string("emulator error: ") + e.what()};
+      }
+      http::response<http::string_body> response{static_cast<http::status>(answer.status), 11};
+      response.set(http::field::content_type, answer.contentType);
+      for (const auto& [name, value] : answer.headers) response.set(name, value);
+      response.body() = answer.body;
+      response.keep_alive(message.keep_alive());
+      response.prepare_payload();
+      http::write(socket, response, ec);
+      if (ec || !message.keep_alive()) break;
+    }
+    socket.shutdown(tcp::socket::shutdown_both, ec);
+  }
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::handle(const Request& request) {
+  const std::string path = request.target.substr(0, request.target.find('?'));
+  if (path == kImdsTokenPath) return azureImds(request);
+  if (path == "/oauth2/exchange") return acrExchange(request);
+  if (path == kGcpTokenPath) return gcpToken(request);
+  return Response{404, "text/plain", {}, "not found"};
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::refuse(const std::string& endpoint, Response response,
+                                                              const std::string& reason) {
+  rejections_.push_back(endpoint + ": " + reason);
+  return response;
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::azureImds(const Request& request) {
+  std::lock_guard lock(mu_);
+  ++calls_["azure-imds"];
+  const char* name = "azure-imds";
+  if (request.method != "GET") return refuse(name, {405, "text/plain", {}, ""}, "method " + request.method);
+  // IMDS refuses anything that came through a proxy.
+  if (request.hasHeader("X-Forwarded-For")) {
+    return refuse(name, imdsError("invalid_request", "Request contains X-Forwarded-For header"),
+                  "X-Forwarded-For present");
+  }
+  if (request.header("Metadata") != "true") {
+    return refuse(name, imdsError("invalid_request", "Required metadata header not specified"),
+                  "Required metadata header not specified");
+  }
+  const auto q = request.target.find('?');
+  auto query = parseForm(q == std::string::npos ? "" : request.target.substr(q + 1));
+  if (query["api-version"].empty()) {
+    return refuse(name, imdsError("invalid_request", "Required query variable 'api-version' is missing"),
+                  "api-version missing");
+  }
+  if (query["resource"].empty()) {
+    return refuse(name, imdsError("invalid_request", "Required audience variable missing"), "resource missing");
+  }
+  const std::string clientId = query.count("client_id") ? query["client_id"] : "";
+  clientIds_.push_back(clientId);
+  if (!clientId.empty() && clientId != options_.systemIdentityClientId &&
+      std::find(options_.userAssignedClientIds.begin(), options_.userAssignedClientIds.end(), clientId) ==
+          options_.userAssignedClientIds.end()) {
+    return refuse(name, imdsError("invalid_request", "Identity not found"), "unknown client_id");
+  }
+  const auto now = std::chrono::system_clock::now();
+  const auto expires = now + options_.aadTokenLifetime;
+  const std::string token = "eyJ0eXAiOiJKV1QifQ.aad-" + randomHex(24) + ".sig";
+  aadTokens_[token] = expires;
+  const std::string lifetime = std::to_string(options_.aadTokenLifetime.count());
+  return Response{200,
+                  "application/json; charset=utf-8",
+                  {},
+                  json{{"access_token", token},
+                       {"client_id", clientId.empty() ? options_.systemIdentityClientId : clientId},
+                       {"expires_in", lifetime},
+                       {"expires_on", std::to_string(epochSeconds(expires))},
+                       {"ext_expires_in", lifetime},
+                       {"not_before", std::to_string(epochSeconds(now))},
+                       {"resource", query["resource"]},
+                       {"token_type", "Bearer"}}
+                      .dump()};
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::acrExchange(const Request& request) {
+  std::lock_guard lock(mu_);
+  ++calls_["acr-exchange"];
+  const char* name = "acr-exchange";
+  if (request.method != "POST") return refuse(name, {405, "text/plain", {}, ""}, "method " + request.method);
+  if (lower(request.header("Content-Type")).rfind("application/x-www-form-urlencoded", 0) != 0) {
+    return refuse(name, registryError(400, "UNSUPPORTED", "the body must be application/x-www-form-urlencoded"),
+                  "content type " + request.header("Content-Type"));
+  }
+  auto form = parseForm(request.body);
+  if (form["grant_type"] != "access_token") {
+    return refuse(name, registryError(400, "UNSUPPORTED", "grant_type must be access_token"),
+                  "grant_type " + form["grant_type"]);
+  }
+  if (form["service"] != options_.acrService) {
+    return refuse(name, registryError(400, "DENIED", "service must be " + options_.acrService),
+                  "service " + form["service"]);
+  }
+  auto aad = aadTokens_.find(form["access_token"]);
+  if (aad == aadTokens_.end() || aad->second <= std::chrono::system_clock::now()) {
+    return refuse(name, registryError(401, "UNAUTHORIZED", "the access token is invalid or expired"),
+                  aad == aadTokens_.end() ? "unknown access token" : "expired access token");
+  }
+  if (!acrPull_) {
+    return refuse(name, registryError(401, "UNAUTHORIZED", "the identity has no pull permission on this registry"),
+                  "no AcrPull");
+  }
+  const auto expires = std::chrono::system_clock::now() + options_.refreshTokenLifetime;
+  const std::string token = base64UrlEncode(R"({"alg":"RS256","typ":"JWT"})") + "." +
+                            base64UrlEncode(json{
+                                {"exp", epochSeconds(expires)},
+                                {"grant_type", "refresh_token"},
+                                {"service", options_.acrService},
+                                {"jti",
+                                 randomHex(16)}}.dump()) +
+                            "." + randomHex(16);
+  refreshTokens_[token] = expires;
+  return Response{200, "application/json; charset=utf-8", {}, json{{"refresh_token", token}}.dump()};
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::gcpToken(const Request& request) {
+  std::lock_guard lock(mu_);
+  ++calls_["gcp-token"];
+  const char* name = "gcp-token";
+  const std::map<std::string, std::string> flavor{{"Metadata-Flavor", "Google"}, {"Server", "Metadata Server for VM"}};
+  if (request.method != "GET") return refuse(name, {405, "text/plain", flavor, ""}, "method " + request.method);
+  if (request.hasHeader("X-Forwarded-For")) {
+    return refuse(name, {403, "text/html", flavor, "Forbidden: X-Forwarded-For is not allowed"},
+                  "X-Forwarded-For present");
+  }
+  if (request.header("Metadata-Flavor") != "Google") {
+    return refuse(name, {403, "text/html", flavor, "Missing Metadata-Flavor:Google header."},
+                  "Metadata-Flavor missing");
+  }
+  if (!options_.gcpServiceAccount) {
+    return refuse(name, {404, "text/html", flavor, "Not Found"}, "no service account");
+  }
+  const std::string token = "ya29.c." + randomHex(32);
+  gcpTokens_[token] = std::chrono::system_clock::now() + options_.gcpTokenLifetime;
+  return Response{
+      200, "application/json", flavor,
+      json{{"access_token", token}, {"expires_in", options_.gcpTokenLifetime.count()}, {"token_type", "Bearer"}}
+          .dump()};
+}
+
+void CloudMetadataEmulator::setAcrPull(bool granted) {
+  std::lock_guard lock(mu_);
+  acrPull_ = granted;
+}
+
+void CloudMetadataEmulator::expireAadTokens() {
+  std::lock_guard lock(mu_);
+  for (auto& [token, expires] : aadTokens_) expires = std::chrono::system_clock::time_point{};
+}
+
+bool CloudMetadataEmulator::acceptsGcpToken(const std::string& token) const {
+  std::lock_guard lock(mu_);
+  auto it = gcpTokens_.find(token);
+  return it != gcpTokens_.end() && it->second > std::chrono::system_clock::now();
+}
+
+bool CloudMetadataEmulator::acceptsAcrRefreshToken(const std::string& token) const {
+  std::lock_guard lock(mu_);
+  auto it = refreshTokens_.find(token);
+  return it != refreshTokens_.end() && it->second > std::chrono::system_clock::now();
+}
+
+int CloudMetadataEmulator::calls(const std::string& endpoint) const {
+  std::lock_guard lock(mu_);
+  auto it = calls_.find(endpoint);
+  return it == calls_.end() ? 0 : it->second;
+}
+
+std::vector<std::string> CloudMetadataEmulator::rejections() const {
+  std::lock_guard lock(mu_);
+  return rejections_;
+}
+
+std::vector<std::string> CloudMetadataEmulator::imdsClientIds() const {
+  std::lock_guard lock(mu_);
+  return clientIds_;
+}
+
+std::string CloudMetadataEmulator::randomHex(size_t bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  std::string out;
+  for (size_t i = 0; i < bytes; ++i) {
+    const auto byte = static_cast<unsigned>(rng() & 0xff);
+    out.push_back(kHex[byte >> 4]);
+    out.push_back(kHex[byte & 0xf]);
+  }
+  return out;
+}
+
+}  // namespace qcs::testing

@@ -1,0 +1,113 @@
+// A loopback emulator of the Azure and GCP endpoints behind registry auth `acr` and `gcr`, on
+// 127.0.0.1:<free port>, checking what the real services check:
+//   - Azure IMDS: GET /metadata/identity/oauth2/token. Requires `Metadata: true`, refuses any
+//     X-Forwarded-For, requires the api-version and resource query variables, and a client_id (when
+//     given) that names one of its identities; errors are IMDS's {"error", "error_description"}
+//     with HTTP 400. Answers the documented shape (string-valued expires_in/expires_on, ...).
+//   - ACR: POST /oauth2/exchange, form-encoded grant_type=access_token, service=<its registry>,
+//     access_token=<a token it issued that has not expired>; errors are the registry's
+//     {"errors": [{"code", "message"}]} (400 malformed, 401 unknown/expired token or no AcrPull).
+//     Answers {"refresh_token": <JWT whose exp is the refresh-token lifetime away>}.
+//   - GCP metadata: GET /computeMetadata/v1/instance/service-accounts/default/token. Requires
+//     `Metadata-Flavor: Google`, refuses X-Forwarded-For (403), answers with the Metadata-Flavor
+//     response header and {"access_token", "expires_in", "token_type": "Bearer"}; 404 when the node
+//     has no service account.
+// Every refusal is recorded with its reason. Tokens it issued can be checked as a registry would
+// (acceptsGcpToken, acceptsAcrRefreshToken), lifetimes included.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace qcs::testing {
+
+class CloudMetadataEmulator {
+ public:
+  struct Options {
+    std::string acrService;  // the registry the exchange serves; empty: 127.0.0.1:<its own port>
+    std::string systemIdentityClientId = "5e0f7b0c-0000-4000-8000-000000000001";
+    std::vector<std::string> userAssignedClientIds;
+    std::chrono::seconds aadTokenLifetime{24 * 3600};
+    std::chrono::seconds refreshTokenLifetime{3 * 3600};
+    std::chrono::seconds gcpTokenLifetime{3599};
+    bool gcpServiceAccount = true;  // false: the node has none (404)
+  };
+
+  // Starts the server on its own thread; nullptr (with the reason on stderr) if it cannot listen.
+  static std::unique_ptr<CloudMetadataEmulator> start(Options options);
+  static std::unique_ptr<CloudMetadataEmulator> start() { return start(Options{}); }
+  ~CloudMetadataEmulator();
+  CloudMetadataEmulator(const CloudMetadataEmulator&) = delete;
+  CloudMetadataEmulator& operator=(const CloudMetadataEmulator&) = delete;
+
+  std::string endpoint() const;     // "http://127.0.0.1:PORT"
+  std::string hostAndPort() const;  // "127.0.0.1:PORT" (GCE_METADATA_HOST's form)
+  std::string acrService() const;   // the registry name the exchange accepts
+
+  // The identity loses (or regains) AcrPull: the exchange answers 401.
+  void setAcrPull(bool granted);
+  // Every AAD token issued so far counts as expired.
+  void expireAadTokens();
+
+  // Whether a registry would accept these: issued here and not past their lifetime.
+  bool acceptsGcpToken(const std::string& token) const;
+  bool acceptsAcrRefreshToken(const std::string& token) const;
+
+  // How many requests each endpoint got: "azure-imds", "acr-exchange", "gcp-token".
+  int calls(const std::string& endpoint) const;
+  // Why requests were refused ("azure-imds: Required metadata header not specified"), oldest first.
+  std::vector<std::string> rejections() const;
+  // The client_id of each IMDS request ("" when absent), oldest first.
+  std::vector<std::string> imdsClientIds() const;
+
+  struct Response {
+    int status = 200;
+    std::string contentType = "application/json";
+    std::map<std::string, std::string> headers;
+    std::string body;
+  };
+  struct Request {
+    std::string method;
+    std::string target;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::string body;
+    bool hasHeader(const std::string& name) const;
+    std::string header(const std::string& name) const;
+  };
+
+ private:
+  explicit CloudMetadataEmulator(Options options);
+  void serve();
+  Response handle(const Request& request);
+  Response azureImds(const Request& request);
+  Response acrExchange(const Request& request);
+  Response gcpToken(const Request& request);
+  Response refuse(const std::string& endpoint, Response response, const std::string& reason);
+  std::string randomHex(size_t bytes);
+
+  Options options_;
+  struct Server;
+  std::unique_ptr<Server> server_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+
+  mutable std::mutex mu_;
+  bool acrPull_ = true;
+  std::map<std::string, std::chrono::system_clock::time_point> aadTokens_;
+  std::map<std::string, std::chrono::system_clock::time_point> refreshTokens_;
+  std::map<std::string, std::chrono::system_clock::time_point> gcpTokens_;
+  std::map<std::string, int> calls_;
+  std::vector<std::string> rejections_;
+  std::vector<std::string> clientIds_;
+};
+
+}  // namespace qcs::testing
