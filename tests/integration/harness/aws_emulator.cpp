@@ -1,9 +1,6 @@
 #include "harness/aws_emulator.h"
 
 #include <algorithm>
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <cctype>
 #include <cstdio>
 #include <ctime>
@@ -16,10 +13,6 @@
 
 namespace qcs::testing {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
 using json = nlohmann::json;
 
 namespace {
@@ -61,94 +54,19 @@ double epochSeconds(std::chrono::system_clock::time_point t) {
 
 }  // namespace
 
-struct AwsEmulator::Server {
-  net::io_context ioc{1};
-  tcp::acceptor acceptor{ioc};
-};
-
-std::string AwsEmulator::Request::header(const std::string& name) const {
-  const std::string wanted = lower(name);
-  for (const auto& [n, v] : headers) {
-    if (lower(n) == wanted) return v;
-  }
-  return {};
-}
-
 AwsEmulator::AwsEmulator(Options options) : options_(std::move(options)) {}
 
 std::unique_ptr<AwsEmulator> AwsEmulator::start(Options options) {
   std::unique_ptr<AwsEmulator> emulator(new AwsEmulator(std::move(options)));
-  emulator->server_ = std::make_unique<Server>();
-  beast::error_code ec;
-  auto& acceptor = emulator->server_->acceptor;
-  tcp::endpoint where(net::ip::make_address("127.0.0.1"), 0);
-  acceptor.open(where.protocol(), ec);
-  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor.bind(where, ec);
-  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) {
-    std::cerr << "aws emulator: cannot listen on 127.0.0.1: " << ec.message() << "\n";
-    return nullptr;
-  }
-  emulator->port_ = acceptor.local_endpoint().port();
-  emulator->thread_ = std::thread([raw = emulator.get()] { raw->serve(); });
+  emulator->http_ = LoopbackHttpServer::start(
+      "aws emulator", [raw = emulator.get()](const Request& request) { return raw->handle(request); });
+  if (!emulator->http_) return nullptr;
   return emulator;
 }
 
-AwsEmulator::~AwsEmulator() {
-  stopping_ = true;
-  if (thread_.joinable()) {
-    // Wakes the blocking accept().
-    beast::error_code ec;
-    tcp::socket poke(server_->ioc);
-    poke.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port_)), ec);
-    thread_.join();
-  }
-}
+AwsEmulator::~AwsEmulator() { http_.reset(); }
 
-std::string AwsEmulator::endpoint() const { return "http://127.0.0.1:" + std::to_string(port_); }
-
-void AwsEmulator::serve() {
-  while (!stopping_) {
-    tcp::socket socket(server_->ioc);
-    beast::error_code ec;
-    server_->acceptor.accept(socket, ec);
-    if (stopping_) return;
-    if (ec) continue;
-    // A client that stalls must not wedge the emulator for the next test step.
-    timeval timeout{5, 0};
-    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    beast::flat_buffer buffer;
-    for (;;) {
-      http::request_parser<http::string_body> parser;
-      parser.body_limit(1 << 20);
-      http::read(socket, buffer, parser, ec);
-      if (ec) break;
-      auto& message = parser.get();
-      Request request;
-      request.method = std::string(message.method_string());
-      request.target = std::string(message.target());
-      for (const auto& field : message) request.headers.emplace_back(field.name_string(), field.value());
-      request.body = message.body();
-      Response answer;
-      try {
-        answer = handle(request);
-      } catch (const std::exception& e) {
-        answer = Response{500, "text/plain", {}, std::string("emulator error: ") + e.what()};
-      }
-      http::response<http::string_body> response{static_cast<http::status>(answer.status), 11};
-      response.set(http::field::content_type, answer.contentType);
-      for (const auto& [name, value] : answer.headers) response.set(name, value);
-      response.body() = answer.body;
-      const bool connect = request.method == "CONNECT";
-      response.keep_alive(!connect && message.keep_alive());
-      response.prepare_payload();
-      http::write(socket, response, ec);
-      if (ec || connect || !message.keep_alive()) break;
-    }
-    socket.shutdown(tcp::socket::shutdown_both, ec);
-  }
-}
+std::string AwsEmulator::endpoint() const { return "http://127.0.0.1:" + std::to_string(http_->port()); }
 
 AwsEmulator::Response AwsEmulator::handle(const Request& request) {
   if (request.method == "CONNECT") {

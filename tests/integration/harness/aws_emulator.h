@@ -18,15 +18,14 @@
 // addAccessKey(). Every refusal is recorded with its reason for the test to assert on.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "harness/loopback_http_server.h"
 #include "platform/sigv4.h"
 
 namespace qcs::testing {
@@ -78,19 +77,8 @@ class AwsEmulator {
   // The Authorization header values it received on signed calls (for "no secret in the clear").
   std::vector<std::string> receivedAuthorizations() const;
 
-  struct Response {
-    int status = 200;
-    std::string contentType = "application/json";
-    std::map<std::string, std::string> headers;
-    std::string body;
-  };
-  struct Request {
-    std::string method;
-    std::string target;  // origin-form path and query, or the authority of a CONNECT
-    std::vector<std::pair<std::string, std::string>> headers;
-    std::string body;
-    std::string header(const std::string& name) const;
-  };
+  using Response = LoopbackHttpResponse;
+  using Request = LoopbackHttpRequest;
 
  private:
   struct IssuedKey {
@@ -106,7 +94,6 @@ class AwsEmulator {
   };
 
   explicit AwsEmulator(Options options);
-  void serve();
   Response handle(const Request& request);
   Response imds(const Request& request);
   Response ecs(const Request& request);
@@ -119,11 +106,6 @@ class AwsEmulator {
   std::string randomHex(size_t bytes);
 
   Options options_;
-  struct Server;
-  std::unique_ptr<Server> server_;
-  int port_ = 0;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
 
   mutable std::mutex mu_;
   std::map<std::string, IssuedKey> keys_;
@@ -135,6 +117,8 @@ class AwsEmulator {
   std::vector<std::string> rejections_;
   std::vector<std::string> authorizations_;
   uint64_t counter_ = 0;
+  // Last: destroyed first, so the server thread stops before the state it reads goes.
+  std::unique_ptr<LoopbackHttpServer> http_;
 };
 
 }  // namespace qcs::testing

@@ -16,16 +16,16 @@
 // (acceptsGcpToken, acceptsAcrRefreshToken), lifetimes included.
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
+
+#include "harness/loopback_http_server.h"
 
 namespace qcs::testing {
 
@@ -68,24 +68,11 @@ class CloudMetadataEmulator {
   // The client_id of each IMDS request ("" when absent), oldest first.
   std::vector<std::string> imdsClientIds() const;
 
-  struct Response {
-    int status = 200;
-    std::string contentType = "application/json";
-    std::map<std::string, std::string> headers;
-    std::string body;
-  };
-  struct Request {
-    std::string method;
-    std::string target;
-    std::vector<std::pair<std::string, std::string>> headers;
-    std::string body;
-    bool hasHeader(const std::string& name) const;
-    std::string header(const std::string& name) const;
-  };
+  using Response = LoopbackHttpResponse;
+  using Request = LoopbackHttpRequest;
 
  private:
   explicit CloudMetadataEmulator(Options options);
-  void serve();
   Response handle(const Request& request);
   Response azureImds(const Request& request);
   Response acrExchange(const Request& request);
@@ -94,11 +81,6 @@ class CloudMetadataEmulator {
   std::string randomHex(size_t bytes);
 
   Options options_;
-  struct Server;
-  std::unique_ptr<Server> server_;
-  int port_ = 0;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
 
   mutable std::mutex mu_;
   bool acrPull_ = true;
@@ -108,6 +90,8 @@ class CloudMetadataEmulator {
   std::map<std::string, int> calls_;
   std::vector<std::string> rejections_;
   std::vector<std::string> clientIds_;
+  // Last: destroyed first, so the server thread stops before the state it reads goes.
+  std::unique_ptr<LoopbackHttpServer> http_;
 };
 
 }  // namespace qcs::testing
