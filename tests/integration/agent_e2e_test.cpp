@@ -160,7 +160,10 @@ TEST_F(AgentE2ETest, SecretsNeverLeaveTheSensorsEnvironment) {
   // Provoke a crash so the agent copies sensor output and logs restarts too.
   setControl("exit 24");
   std::string started = sensorStartedAt();
-  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  {
+    auto killed = dockerd_->killContainer(kSensorName);
+    ASSERT_TRUE(killed.ok()) << killed.message();
+  }
   ASSERT_TRUE(waitFor([&] { return logged(*agent_, "exited with code 24"); }, 30s)) << agent_->output();
   setControl("run");
   ASSERT_TRUE(waitRestarted(started));
@@ -191,7 +194,10 @@ TEST_F(AgentE2ETest, AKilledSensorIsRestartedInPlaceWithGrowingBackoff) {
   for (int i = 0; i < 3; ++i) {
     std::string before = sensorStartedAt();
     auto killedAt = std::chrono::steady_clock::now();
-    ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+    {
+      auto killed = dockerd_->killContainer(kSensorName);
+      ASSERT_TRUE(killed.ok()) << killed.message();
+    }
     ASSERT_TRUE(waitRestarted(before)) << agent_->output();
     delays.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - killedAt).count());
     EXPECT_EQ(sensorId(), id) << "an unchanged spec is restarted in place";
@@ -209,7 +215,10 @@ TEST_F(AgentE2ETest, AnOomKillIsReportedAsOom) {
   agent_ = startAgent(config());
   ASSERT_TRUE(waitRunning()) << agent_->output();
   setControl("oom");
-  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  {
+    auto killed = dockerd_->killContainer(kSensorName);
+    ASSERT_TRUE(killed.ok()) << killed.message();
+  }
   ASSERT_TRUE(waitFor([&] { return sensorStatus().value("oomKills", 0) >= 1; }, 30s)) << agent_->output();
   EXPECT_TRUE(sensorStatus().value("lastExitOom", false));
   setControl("run");
@@ -222,7 +231,10 @@ TEST_F(AgentE2ETest, Exit24IsRetriedSoonAndExit1WaitsTheMaximum) {
 
   setControl("exit 24");
   std::string before = sensorStartedAt();
-  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  {
+    auto killed = dockerd_->killContainer(kSensorName);
+    ASSERT_TRUE(killed.ok()) << killed.message();
+  }
   // The kill (137) restarts after 300ms; the stand-in then exits 24 and is retried with backoff.
   ASSERT_TRUE(waitFor([&] { return lastExitCode() == 24; }, 20s)) << agent_->output();
   EXPECT_NE(agentState(), "failed") << "exit 24 is recoverable";
@@ -356,7 +368,10 @@ TEST_F(AgentE2ETest, TheCrashedSensorsLastOutputIsCopiedIntoTheAgentLog) {
   agent_ = startAgent(config());
   ASSERT_TRUE(waitRunning()) << agent_->output();
   setControl("exit 24");
-  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  {
+    auto killed = dockerd_->killContainer(kSensorName);
+    ASSERT_TRUE(killed.ok()) << killed.message();
+  }
   ASSERT_TRUE(waitFor([&] { return logged(*agent_, "sensor| standin: exiting with 24"); }, 30s)) << agent_->output();
 }
 

@@ -162,7 +162,10 @@ TEST_F(PrometheusTest, ScrapesTheAgentAndSeesRestartsRise) {
   ASSERT_TRUE(before.has_value());
   EXPECT_EQ(query("qcs_sensor_state%7Bstate%3D%22running%22%7D"), 1.0);
 
-  ASSERT_TRUE(dockerd_->cli(std::string("kill ") + kSensorName).ok());
+  {
+    auto killed = dockerd_->killContainer(kSensorName);
+    ASSERT_TRUE(killed.ok()) << killed.message();
+  }
   EXPECT_TRUE(waitFor(
       [&] {
         auto now = query("sum%28qcs_sensor_restarts_total%29");

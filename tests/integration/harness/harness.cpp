@@ -535,6 +535,20 @@ Result<std::string> Dockerd::cli(const std::string& args, const std::string& std
   return std::string(trim(result->out));
 }
 
+Status Dockerd::killContainer(const std::string& name) {
+  const std::string format = shellQuote("{{.State.Running}} {{.State.StartedAt}}");
+  auto before = cli("inspect --format " + format + " " + shellQuote(name));
+  auto killed = cli("kill " + shellQuote(name));
+  if (killed.ok()) return okStatus();
+  const bool ended = waitFor(
+      [&] {
+        auto now = cli("inspect --format " + format + " " + shellQuote(name));
+        return now.ok() && (now->rfind("false", 0) == 0 || (before.ok() && *now != *before));
+      },
+      std::chrono::seconds(10));
+  return ended ? okStatus() : killed.error();
+}
+
 // ---- Containerd ---------------------------------------------------------------------------------
 
 namespace {

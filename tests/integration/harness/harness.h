@@ -105,6 +105,10 @@ class Dockerd {
   // Runs `/usr/bin/docker -H unix://<sock> --config <dir>/cli <args>` through /bin/sh (so args may
   // quote); the trimmed stdout, or an error carrying the exit code, stderr and stdout.
   Result<std::string> cli(const std::string& args, const std::string& stdinText = {});
+  // `docker kill` of a running container. dockerd may answer an error for a kill that landed ("did
+  // not receive an exit event" on a loaded machine), so a failed kill still succeeds when the
+  // container stops or starts anew within 10 s; otherwise the error names dockerd's answer.
+  Status killContainer(const std::string& name);
 
   // SIGTERM, wait for dockerd to exit and for its containerd to go.
   void stop();
