@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/components.h"
 #include "agent/config.h"
 #include "agent/http_server.h"
 #include "agent/instrumented_runtime.h"
@@ -23,231 +24,14 @@
 #include "agent/sensor_spec.h"
 #include "agent/supervisor.h"
 #include "agent/version.h"
-#include "platform/acr_auth.h"
-#include "platform/aws_secrets.h"
-#include "platform/ecr_auth.h"
-#include "platform/gcr_auth.h"
 #include "platform/registry_auth.h"
 #include "platform/secrets.h"
 #include "runtime/containerd/containerd_runtime.h"
 #include "runtime/detect.h"
-#include "runtime/docker/docker_runtime.h"
-#include "runtime/image_reference.h"
-
-extern char** environ;
 
 namespace qcs::agent {
 
 namespace {
-
-std::map<std::string, std::string> processEnvironment() {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; e && *e; ++e) {
-    std::string entry(*e);
-    auto eq = entry.find('=');
-    if (eq != std::string::npos) env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
-  }
-  return env;
-}
-
-std::optional<std::string> getEnv(const std::string& name) {
-  const char* v = std::getenv(name.c_str());
-  return v ? std::optional<std::string>(v) : std::nullopt;
-}
-
-Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::string& key, const SecretRef& ref,
-                                                                 std::chrono::milliseconds refreshInterval) {
-  if (ref.source == "env") return platform::makeEnvSecret(ref.name, getEnv);
-  if (ref.source == "file") return platform::makeFileSecret(ref.path);
-  if (ref.source == "aws-secretsmanager") {
-    platform::AwsSecretRef aws;
-    aws.secretId = ref.secretId;
-    aws.jsonKey = ref.jsonKey;
-    aws.region = ref.region;
-    aws.versionStage = ref.versionStage;
-    aws.endpoint = ref.endpoint;
-    aws.refreshInterval = refreshInterval;
-    return platform::makeAwsSecretsManagerSecret(std::move(aws), platform::makeDefaultAwsEnvironment(getEnv));
-  }
-  return makeError(ErrorCode::kInvalidArgument, key + ".source: \"" + ref.source +
-                                                    "\" is not available in this build (use env, file or "
-                                                    "aws-secretsmanager)");
-}
-
-Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const Config& config) {
-  const auto& auth = config.registryAuth;
-  if (auth.kind == "none") return platform::makeNoAuth();
-  if (auth.kind == "basic") {
-    auto password = makeSecretSource("registry_auth.password", auth.password, config.secrets.refreshInterval);
-    if (!password) return password.error();
-    return platform::makeBasicAuth(auth.username, std::move(password.value()));
-  }
-  if (auth.kind == "docker-config") return platform::makeDockerConfigAuth(auth.dockerConfig);
-  // ACR and GCR speak to the node's metadata service; the overrides are environment variables
-  // (docs/cloud-registries.md) so tests and unusual networks can point them elsewhere.
-  auto envOr = [](const char* name) { return getEnv(name).value_or(""); };
-  auto acr = [&](const std::string& registry) {
-    platform::AcrAuthOptions options;
-    options.registryOverride = registry;
-    options.exchangeEndpoint = envOr("QCS_ACR_EXCHANGE_ENDPOINT");
-    options.clientId = envOr("QCS_AZURE_CLIENT_ID");
-    return platform::makeAcrAuth(std::move(options), getEnv, platform::makeDefaultCloudHttpClient(),
-                                 std::make_shared<SystemClock>());
-  };
-  auto gcr = [&](const std::string& registry) {
-    platform::GcrAuthOptions options;
-    options.registryOverride = registry;
-    return platform::makeGcrAuth(std::move(options), getEnv, platform::makeDefaultCloudHttpClient(),
-                                 std::make_shared<SystemClock>());
-  };
-  auto ref = runtime::parseImageReference(config.sensor.image);
-  const std::string imageRegistry = ref ? ref->registry : std::string();
-  if (auth.kind == "auto") {
-    if (platform::ecrRegistryRegion(imageRegistry)) {
-      return platform::makeEcrAuth(platform::EcrAuthOptions{}, platform::makeDefaultAwsEnvironment(getEnv));
-    }
-    if (platform::isAzureRegistry(imageRegistry)) return acr("");
-    if (platform::isGoogleRegistry(imageRegistry)) return gcr("");
-    return platform::makeNoAuth();
-  }
-  if (auth.kind == "ecr") {
-    platform::EcrAuthOptions options;
-    options.registryOverride = auth.ecrRegistry;
-    options.endpointOverride = auth.ecrEndpoint;
-    options.region = auth.ecrRegion;
-    return platform::makeEcrAuth(std::move(options), platform::makeDefaultAwsEnvironment(getEnv));
-  }
-  // An explicit acr/gcr serves the sensor image's registry whatever its name (a custom domain, a
-  // pull-through cache): the operator chose where the token goes.
-  if (auth.kind == "acr") return acr(imageRegistry);
-  if (auth.kind == "gcr") return gcr(imageRegistry);
-  return makeError(ErrorCode::kInvalidArgument, "registry_auth.kind: \"" + auth.kind +
-                                                    "\" is not known (use none, auto, basic, docker-config, ecr, "
-                                                    "acr or gcr)");
-}
-
-// Reads both IDs and checks their format. Errors name the key and source, never the value.
-Result<SensorSecrets> readSensorSecrets(platform::SecretSource& activation, platform::SecretSource& customer) {
-  SensorSecrets secrets;
-  struct Item {
-    const char* key;
-    platform::SecretSource& source;
-    std::string& out;
-  };
-  for (Item item : {Item{"secrets.activation_id", activation, secrets.activationId},
-                    Item{"secrets.customer_id", customer, secrets.customerId}}) {
-    auto value = item.source.read();
-    if (!value) return withContext(value.error(), std::string(item.key) + " (" + item.source.describe() + ")");
-    if (!platform::isUuid(value.value())) {
-      return makeError(ErrorCode::kInvalidArgument, std::string(item.key) + " (" + item.source.describe() +
-                                                        "): the value is not a UUID (expected 8-4-4-4-12 hex "
-                                                        "digits as shown in the Qualys portal)");
-    }
-    item.out = std::move(value.value());
-  }
-  return secrets;
-}
-
-std::string stripHostRoot(const std::string& hostRoot, const std::string& path) {
-  if (hostRoot.empty() || hostRoot == "/") return path;
-  std::string root = hostRoot.back() == '/' ? hostRoot.substr(0, hostRoot.size() - 1) : hostRoot;
-  if (path.rfind(root + "/", 0) == 0) return path.substr(root.size());
-  return path;
-}
-
-runtime::DetectOptions detectOptions(const Config& config) {
-  runtime::DetectOptions options;
-  options.kind = config.runtime.kind;
-  options.endpoint = config.runtime.endpoint;
-  options.hostRoot = config.runtime.hostRoot;
-  options.dockerHost = getEnv("DOCKER_HOST");
-  return options;
-}
-
-runtime::containerd::ContainerdRuntimeOptions containerdOptions(const Config& config) {
-  runtime::containerd::ContainerdRuntimeOptions options;
-  options.nameSpace = config.runtime.containerdNamespace;
-  options.snapshotter = config.runtime.containerdSnapshotter;
-  options.hostRoot = config.runtime.hostRoot;
-  options.logDir = config.runtime.containerdLogDir;
-  options.logLimits.maxBytes = config.runtime.containerdLogMaxBytes;
-  return options;
-}
-
-// Finds the runtime per SPEC and opens it; on failure says what each candidate was.
-class DetectingConnector final : public RuntimeConnector {
- public:
-  DetectingConnector(runtime::DetectOptions options, runtime::containerd::ContainerdRuntimeOptions containerd)
-      : options_(std::move(options)), containerd_(std::move(containerd)) {}
-
-  Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
-    auto detection = runtime::detectRuntime(options_, runtime::defaultProbe());
-    if (!detection.chosen) {
-      return makeError(ErrorCode::kUnavailable,
-                       "no container runtime answered:\n" + runtime::describeDetection(detection));
-    }
-    const auto& chosen = *detection.chosen;
-    if (chosen.kind == "containerd") {
-      auto options = containerd_;
-      options.socketPath = chosen.path;
-      return runtime::containerd::connectContainerd(options);
-    }
-    return runtime::docker::connectDocker(chosen.path, options_.timeout);
-  }
-
- private:
-  runtime::DetectOptions options_;
-  runtime::containerd::ContainerdRuntimeOptions containerd_;
-};
-
-// Wraps every runtime the inner connector opens so that its calls are timed and counted.
-class InstrumentingConnector final : public RuntimeConnector {
- public:
-  InstrumentingConnector(RuntimeConnector& inner, RuntimeObserver& observer, const Clock& clock)
-      : inner_(inner), observer_(observer), clock_(clock) {}
-
-  Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
-    auto connected = inner_.connect();
-    if (!connected) return connected.error();
-    return std::unique_ptr<runtime::ContainerRuntime>(
-        std::make_unique<InstrumentedRuntime>(std::move(connected.value()), observer_, clock_));
-  }
-
- private:
-  RuntimeConnector& inner_;
-  RuntimeObserver& observer_;
-  const Clock& clock_;
-};
-
-class ConfigSpecSource final : public DesiredSpecSource {
- public:
-  ConfigSpecSource(const Config& config, std::unique_ptr<platform::SecretSource> activation,
-                   std::unique_ptr<platform::SecretSource> customer, std::shared_ptr<SecretRedactor> redactor)
-      : config_(config),
-        activation_(std::move(activation)),
-        customer_(std::move(customer)),
-        redactor_(std::move(redactor)) {}
-
-  Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& info) override {
-    auto secrets = readSensorSecrets(*activation_, *customer_);
-    if (!secrets) return secrets.error();
-    redactor_->add(secrets->activationId);
-    redactor_->add(secrets->customerId);
-    SpecContext context;
-    context.runtimeKind = info.kind;
-    context.runtimeSocketHost = stripHostRoot(config_.runtime.hostRoot, info.endpoint);
-    context.agentVersion = agentVersion();
-    std::string hostRoot = config_.runtime.hostRoot;
-    context.hostPathExists = [hostRoot](const std::string& p) { return hostPathExistsUnder(hostRoot, p); };
-    return buildSensorSpec(config_, secrets.value(), context);
-  }
-
- private:
-  const Config& config_;
-  std::unique_ptr<platform::SecretSource> activation_;
-  std::unique_ptr<platform::SecretSource> customer_;
-  std::shared_ptr<SecretRedactor> redactor_;
-};
 
 struct CommonOptions {
   std::string configPath = "/etc/qcs-agent/agent.yaml";
@@ -401,9 +185,9 @@ int commandRun(const Config& config) {
   SystemClock clock;
   SystemRandom random;
   Metrics metrics(agentVersion(), agentRevision());
-  DetectingConnector detecting(detectOptions(config), containerdOptions(config));
-  InstrumentingConnector connector(detecting, metrics, clock);
-  ConfigSpecSource specSource(config, std::move(activation.value()), std::move(customer.value()), redactor);
+  auto detecting = makeDetectingConnector(config);
+  auto connector = makeInstrumentingConnector(*detecting, metrics, clock);
+  auto specSource = makeConfigSpecSource(config, std::move(activation.value()), std::move(customer.value()), redactor);
 
   auto notifier = makeSystemdNotifier();
   const auto watchdog = watchdogInterval();
@@ -431,7 +215,7 @@ int commandRun(const Config& config) {
         std::min(options.heartbeatInterval, std::chrono::duration_cast<std::chrono::milliseconds>(*watchdog / 2));
     spdlog::info("systemd watchdog on: pinging every {}ms from the supervisor loop", options.heartbeatInterval.count());
   }
-  Supervisor supervisor(connector, specSource, *registryAuth.value(), clock, random, options);
+  Supervisor supervisor(*connector, *specSource, *registryAuth.value(), clock, random, options);
 
   {
     // Signals are blocked before any other thread (the HTTP server's) starts, so they all inherit it.
