@@ -425,10 +425,11 @@ std::string Process::output() const { return readFile(logPath_); }
 
 // ---- Dockerd ------------------------------------------------------------------------------------
 
-std::unique_ptr<Dockerd> Dockerd::start() {
+std::unique_ptr<Dockerd> Dockerd::start(std::map<std::string, std::string> env) {
   std::unique_ptr<Dockerd> dockerd(new Dockerd());
   dockerd->dir_ = makeTempDir("qcs-it-");
   dockerd->socketPath_ = dockerd->dir_ + "/docker.sock";
+  dockerd->env_ = std::move(env);
   fs::create_directories(dockerd->dir_ + "/data");
   fs::create_directories(dockerd->dir_ + "/exec");
   fs::create_directories(dockerd->dir_ + "/cli");
@@ -456,7 +457,7 @@ bool Dockerd::launch() {
       "--shutdown-timeout=5",
   };
   // SIGTERM on the test's death lets dockerd take its containerd and containers down with it.
-  auto spawned = Process::spawn(argv, {}, dir_ + "/dockerd.log", SIGTERM);
+  auto spawned = Process::spawn(argv, env_, dir_ + "/dockerd.log", SIGTERM);
   if (!spawned.ok()) {
     std::cerr << "harness: " << spawned.message() << "\n";
     return false;

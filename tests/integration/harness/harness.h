@@ -93,7 +93,8 @@ class Process {
 class Dockerd {
  public:
   // Starts it and waits (up to 60s) until /_ping answers; nullptr (with the log on stderr) if not.
-  static std::unique_ptr<Dockerd> start();
+  // `env` is added to dockerd's environment (e.g. AWS credentials for the awslogs log driver).
+  static std::unique_ptr<Dockerd> start(std::map<std::string, std::string> env = {});
   ~Dockerd();  // force-removes containers, stops dockerd and its containerd, unmounts, removes dirs
   Dockerd(const Dockerd&) = delete;
   Dockerd& operator=(const Dockerd&) = delete;
@@ -123,6 +124,7 @@ class Dockerd {
 
   std::string dir_;
   std::string socketPath_;
+  std::map<std::string, std::string> env_;
   std::unique_ptr<Process> process_;
 };
 
