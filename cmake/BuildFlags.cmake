@@ -15,3 +15,11 @@ if(QCS_SANITIZE)
   target_compile_options(qcs_build_flags INTERFACE -fsanitize=${QCS_SANITIZE} -fno-omit-frame-pointer)
   target_link_options(qcs_build_flags INTERFACE -fsanitize=${QCS_SANITIZE})
 endif()
+if(QCS_FUZZ)
+  # Every project library gets libFuzzer's coverage instrumentation; only the harnesses link the
+  # fuzzer runtime (-fsanitize=fuzzer, in tests/fuzz). UBSan findings abort so the fuzzer sees them.
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "QCS_FUZZ=ON needs clang (libFuzzer); configure with `cmake --preset fuzz`")
+  endif()
+  target_compile_options(qcs_build_flags INTERFACE -fsanitize=fuzzer-no-link -fno-sanitize-recover=all)
+endif()

@@ -378,7 +378,8 @@ std::string createContainerBody(const ContainerSpec& spec) {
     // The limit is the container's whole memory, as in Kubernetes: no swap beyond it.
     hostConfig["MemorySwap"] = resources.memoryLimitBytes;
   }
-  if (!spec.log.driver.empty()) {
+  // An empty Type with options means dockerd's default driver with those options.
+  if (!spec.log.driver.empty() || !spec.log.options.empty()) {
     json options = json::object();
     for (const auto& [key, value] : spec.log.options) options[key] = value;
     hostConfig["LogConfig"] = {{"Type", spec.log.driver}, {"Config", options}};
@@ -465,7 +466,7 @@ std::optional<std::chrono::system_clock::time_point> parseRfc3339(const std::str
       !readDigits(text, 17, 2, second)) {
     return std::nullopt;
   }
-  if (year <= 1) return std::nullopt;  // Docker's zero time: "0001-01-01T00:00:00Z"
+  if (year < 1678 || year > 2261) return std::nullopt;  // 0001-01-01 is Docker's zero time; ns range
   size_t pos = 19;
   int64_t nanos = 0;
   if (pos < text.size() && text[pos] == '.') {
@@ -595,7 +596,7 @@ std::optional<RuntimeEvent> parseDockerEvent(std::string_view jsonLine) {
     // Docker sends the exit code as a string attribute: {"exitCode": "137"}.
     const json* attributes = actor != nullptr ? objectField(*actor, "Attributes") : nullptr;
     const std::string code = attributes != nullptr ? stringField(*attributes, "exitCode") : std::string();
-    if (!code.empty()) {
+    if (!code.empty() && code.size() <= 9) {
       int value = 0;
       bool digits = true;
       for (char c : code) {
