@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/check.h"
 #include "agent/components.h"
 #include "agent/config.h"
 #include "agent/http_server.h"
@@ -129,6 +130,13 @@ std::string formatStatusReport(const nlohmann::json& d, const std::string& liste
   const bool ready = d.value("ready", false);
   out << "qcs-agent " << text(agent, "version") << " (revision " << text(agent, "revision") << ") at " << listen << ": "
       << (ready ? "ready" : "NOT READY") << "\n";
+  if (d.contains("platform") && d["platform"].is_object()) {
+    const auto& platform = d["platform"];
+    out << "  platform:   " << text(platform, "cloud") << ", " << text(platform, "orchestrator") << ", region "
+        << text(platform, "region");
+    if (text(platform, "cluster") != "-") out << ", ECS cluster " << text(platform, "cluster");
+    out << "\n";
+  }
   out << "  runtime:    " << text(runtime, "kind") << " " << text(runtime, "version") << " at "
       << text(runtime, "endpoint") << (runtime.value("up", false) ? " (up)" : " (UNREACHABLE)") << "\n";
   std::string id = text(sensor, "containerId");
@@ -155,6 +163,22 @@ std::string formatStatusReport(const nlohmann::json& d, const std::string& liste
   return out.str();
 }
 
+// Where the node runs, and what that changes, in the agent's log.
+void logPlatform(const platform::PlatformInfo& node) {
+  auto text = [](const std::string& value) { return value.empty() ? std::string("unknown") : value; };
+  std::string evidence;
+  for (const auto& item : node.evidence) evidence += (evidence.empty() ? "" : "; ") + item;
+  spdlog::info("platform: cloud {}, orchestrator {}, region {}, zone {}{} ({})", node.cloud, node.orchestrator,
+               text(node.region), text(node.zone), node.cluster.empty() ? "" : ", ECS cluster " + node.cluster,
+               evidence.empty() ? std::string("no evidence") : evidence);
+  for (const auto& warning : node.warnings) spdlog::warn("platform: {}", warning);
+  if (node.orchestrator == "ecs" && node.region.empty()) {
+    spdlog::warn(
+        "platform: on ECS but the region is unknown, so the sensor keeps Docker's default log driver instead of "
+        "awslogs (set AWS_REGION in the agent's environment, or sensor.log_driver and sensor.log_options)");
+  }
+}
+
 constexpr std::chrono::milliseconds kSensorStatsInterval{15000};
 constexpr std::chrono::milliseconds kHeartbeatInterval{5000};
 // Longer than the slowest bounded runtime call (60s plus a stop grace), so a slow daemon is not
@@ -168,10 +192,11 @@ int commandRun(const Config& config) {
   if (auto st = setupLogging(config.logging.level, config.logging.format, redactor, logContext); !st)
     return configError(st.message());
 
-  auto activation =
-      makeSecretSource("secrets.activation_id", config.secrets.activationId, config.secrets.refreshInterval);
+  auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId,
+                                     config.secrets.refreshInterval, config.platform.awsImdsEndpoint);
   if (!activation) return configError(activation.message());
-  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId, config.secrets.refreshInterval);
+  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId, config.secrets.refreshInterval,
+                                   config.platform.awsImdsEndpoint);
   if (!customer) return configError(customer.message());
   // The IDs must be readable before anything touches a container.
   if (auto secrets = readSensorSecrets(*activation.value(), *customer.value()); !secrets) {
@@ -182,12 +207,16 @@ int commandRun(const Config& config) {
 
   spdlog::info("qcs-agent {} ({}) starting; sensor {} from {}", agentVersion(), agentRevision(), config.sensor.name,
                config.sensor.image);
+  const platform::PlatformInfo node = detectNodePlatform(config);
+  logPlatform(node);
   SystemClock clock;
   SystemRandom random;
   Metrics metrics(agentVersion(), agentRevision());
+  metrics.setPlatform(node);
   auto detecting = makeDetectingConnector(config);
   auto connector = makeInstrumentingConnector(*detecting, metrics, clock);
-  auto specSource = makeConfigSpecSource(config, std::move(activation.value()), std::move(customer.value()), redactor);
+  auto specSource =
+      makeConfigSpecSource(config, std::move(activation.value()), std::move(customer.value()), redactor, node);
 
   auto notifier = makeSystemdNotifier();
   const auto watchdog = watchdogInterval();
@@ -228,6 +257,7 @@ int commandRun(const Config& config) {
     httpOptions.listen = config.http.listen;
     AgentEndpointOptions endpointOptions;
     endpointOptions.livenessTimeout = kLivenessTimeout;
+    endpointOptions.platform = node;
     auto server = HttpServer::start(httpOptions, makeAgentRoutes([&supervisor] { return supervisor.status(); },
                                                                  &metrics, clock, endpointOptions, redactor));
     if (!server) {
@@ -274,6 +304,8 @@ int commandStatus(const std::string& listen) {
 
 int commandRender(const Config& config) {
   std::cout << "# qcs-agent " << agentVersion() << ": effective configuration\n" << renderConfigYaml(config);
+  const platform::PlatformInfo node = detectNodePlatform(config);
+  for (const auto& warning : node.warnings) std::cerr << "qcs-agent render: platform: " << warning << "\n";
 
   // The runtime decides the derived flags and the socket mount; detection only reads.
   auto detection = runtime::detectRuntime(detectOptions(config), runtime::defaultProbe());
@@ -288,9 +320,10 @@ int commandRender(const Config& config) {
   }
 
   auto redactor = std::make_shared<SecretRedactor>();
-  auto activation =
-      makeSecretSource("secrets.activation_id", config.secrets.activationId, config.secrets.refreshInterval);
-  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId, config.secrets.refreshInterval);
+  auto activation = makeSecretSource("secrets.activation_id", config.secrets.activationId,
+                                     config.secrets.refreshInterval, config.platform.awsImdsEndpoint);
+  auto customer = makeSecretSource("secrets.customer_id", config.secrets.customerId, config.secrets.refreshInterval,
+                                   config.platform.awsImdsEndpoint);
   if (!activation) return configError(activation.message());
   if (!customer) return configError(customer.message());
   // Rendering works without readable secrets; the hash then covers placeholders and says so.
@@ -308,11 +341,15 @@ int commandRender(const Config& config) {
   context.runtimeSocketHost = info.endpoint.empty() ? "" : stripHostRoot(config.runtime.hostRoot, info.endpoint);
   context.agentVersion = agentVersion();
   context.hostPathExists = [&](const std::string& p) { return hostPathExistsUnder(config.runtime.hostRoot, p); };
+  context.platform = node;
   auto spec = buildSensorSpec(config, values, context);
   if (!spec) return configError(spec.message());
   nlohmann::json out = specToJson(spec.value(), /*redactSecrets=*/true);
   if (!secretsResolved) out["labels"][kLabelSpecHash] = "<unknown: secrets not readable>";
-  std::cout << "---\n# container spec for " << info.kind << (info.endpoint.empty() ? "" : " at " + info.endpoint)
+  std::cout << "---\n# platform: cloud " << node.cloud << ", orchestrator " << node.orchestrator
+            << (node.region.empty() ? "" : ", region " + node.region)
+            << (node.cluster.empty() ? "" : ", ECS cluster " + node.cluster) << "\n";
+  std::cout << "# container spec for " << info.kind << (info.endpoint.empty() ? "" : " at " + info.endpoint)
             << " (secrets redacted)\n"
             << out.dump(2) << "\n";
   return kExitOk;
@@ -330,7 +367,12 @@ int runMain(int argc, char** argv) {
   auto* render = app.add_subcommand("render", "Print the effective configuration and the exact container spec");
   auto* version = app.add_subcommand("version", "Print the version and exit");
   auto* status = app.add_subcommand("status", "Ask a running agent (its http.listen address) how the sensor is doing");
-  for (auto* sub : {run, render, version, status}) sub->fallthrough();
+  auto* check = app.add_subcommand("check", "Preflight: check this node can run the sensor; exit 0 only when all pass");
+  std::string checkOutput = "text";
+  check->add_option("-o,--output", checkOutput, "Report format: text | json")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  for (auto* sub : {run, render, version, status, check}) sub->fallthrough();
 
   try {
     app.parse(argc, argv);
@@ -356,6 +398,7 @@ int runMain(int argc, char** argv) {
     if (status->parsed()) return commandStatus(config->http.listen);
     for (const auto& w : warnings) std::cerr << "qcs-agent: warning: " << w << "\n";
     if (render->parsed()) return commandRender(config.value());
+    if (check->parsed()) return commandCheck(config.value(), checkOutput);
     return commandRun(config.value());
   } catch (const std::exception& e) {
     std::cerr << "qcs-agent: fatal: " << e.what() << "\n";

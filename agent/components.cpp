@@ -29,8 +29,22 @@ std::optional<std::string> processGetEnv(const std::string& name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
+namespace {
+
+// The process environment, except that platform.aws_imds_endpoint (when set) stands in for
+// AWS_EC2_METADATA_SERVICE_ENDPOINT, so the AWS credential chain and detection agree.
+platform::EnvLookup awsEnvLookup(const std::string& awsImdsEndpoint) {
+  return [awsImdsEndpoint](const std::string& name) -> std::optional<std::string> {
+    if (name == "AWS_EC2_METADATA_SERVICE_ENDPOINT" && !awsImdsEndpoint.empty()) return awsImdsEndpoint;
+    return processGetEnv(name);
+  };
+}
+
+}  // namespace
+
 Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::string& key, const SecretRef& ref,
-                                                                 std::chrono::milliseconds refreshInterval) {
+                                                                 std::chrono::milliseconds refreshInterval,
+                                                                 const std::string& awsImdsEndpoint) {
   if (ref.source == "env") return platform::makeEnvSecret(ref.name, processGetEnv);
   if (ref.source == "file") return platform::makeFileSecret(ref.path);
   if (ref.source == "aws-secretsmanager") {
@@ -41,7 +55,8 @@ Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::stri
     aws.versionStage = ref.versionStage;
     aws.endpoint = ref.endpoint;
     aws.refreshInterval = refreshInterval;
-    return platform::makeAwsSecretsManagerSecret(std::move(aws), platform::makeDefaultAwsEnvironment(processGetEnv));
+    return platform::makeAwsSecretsManagerSecret(std::move(aws),
+                                                 platform::makeDefaultAwsEnvironment(awsEnvLookup(awsImdsEndpoint)));
   }
   return makeError(ErrorCode::kInvalidArgument, key + ".source: \"" + ref.source +
                                                     "\" is not available in this build (use env, file or "
@@ -52,25 +67,27 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
   const auto& auth = config.registryAuth;
   if (auth.kind == "none") return platform::makeNoAuth();
   if (auth.kind == "basic") {
-    auto password = makeSecretSource("registry_auth.password", auth.password, config.secrets.refreshInterval);
+    auto password = makeSecretSource("registry_auth.password", auth.password, config.secrets.refreshInterval,
+                                     config.platform.awsImdsEndpoint);
     if (!password) return password.error();
     return platform::makeBasicAuth(auth.username, std::move(password.value()));
   }
   if (auth.kind == "docker-config") return platform::makeDockerConfigAuth(auth.dockerConfig);
-  // ACR and GCR speak to the node's metadata service; the overrides are environment variables
-  // (docs/cloud-registries.md) so tests and unusual networks can point them elsewhere.
-  auto envOr = [](const char* name) { return processGetEnv(name).value_or(""); };
+  // ACR and GCR speak to the node's metadata service, at the platform.* overrides when set
+  // (docs/cloud-registries.md), so tests and unusual networks can point them elsewhere.
   auto acr = [&](const std::string& registry) {
     platform::AcrAuthOptions options;
     options.registryOverride = registry;
-    options.exchangeEndpoint = envOr("QCS_ACR_EXCHANGE_ENDPOINT");
-    options.clientId = envOr("QCS_AZURE_CLIENT_ID");
+    options.imdsEndpoint = config.platform.azureImdsEndpoint;
+    options.exchangeEndpoint = auth.acrExchangeEndpoint;
+    options.clientId = auth.azureClientId;
     return platform::makeAcrAuth(std::move(options), processGetEnv, platform::makeDefaultCloudHttpClient(),
                                  std::make_shared<SystemClock>());
   };
   auto gcr = [&](const std::string& registry) {
     platform::GcrAuthOptions options;
     options.registryOverride = registry;
+    options.metadataHost = config.platform.gcpMetadataHost;
     return platform::makeGcrAuth(std::move(options), processGetEnv, platform::makeDefaultCloudHttpClient(),
                                  std::make_shared<SystemClock>());
   };
@@ -78,7 +95,8 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
   const std::string imageRegistry = ref ? ref->registry : std::string();
   if (auth.kind == "auto") {
     if (platform::ecrRegistryRegion(imageRegistry)) {
-      return platform::makeEcrAuth(platform::EcrAuthOptions{}, platform::makeDefaultAwsEnvironment(processGetEnv));
+      return platform::makeEcrAuth(platform::EcrAuthOptions{},
+                                   platform::makeDefaultAwsEnvironment(awsEnvLookup(config.platform.awsImdsEndpoint)));
     }
     if (platform::isAzureRegistry(imageRegistry)) return acr("");
     if (platform::isGoogleRegistry(imageRegistry)) return gcr("");
@@ -89,7 +107,8 @@ Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const C
     options.registryOverride = auth.ecrRegistry;
     options.endpointOverride = auth.ecrEndpoint;
     options.region = auth.ecrRegion;
-    return platform::makeEcrAuth(std::move(options), platform::makeDefaultAwsEnvironment(processGetEnv));
+    return platform::makeEcrAuth(std::move(options),
+                                 platform::makeDefaultAwsEnvironment(awsEnvLookup(config.platform.awsImdsEndpoint)));
   }
   // An explicit acr/gcr serves the sensor image's registry whatever its name (a custom domain, a
   // pull-through cache): the operator chose where the token goes.
@@ -198,11 +217,13 @@ class InstrumentingConnector final : public RuntimeConnector {
 class ConfigSpecSource final : public DesiredSpecSource {
  public:
   ConfigSpecSource(const Config& config, std::unique_ptr<platform::SecretSource> activation,
-                   std::unique_ptr<platform::SecretSource> customer, std::shared_ptr<SecretRedactor> redactor)
+                   std::unique_ptr<platform::SecretSource> customer, std::shared_ptr<SecretRedactor> redactor,
+                   platform::PlatformInfo platform)
       : config_(config),
         activation_(std::move(activation)),
         customer_(std::move(customer)),
-        redactor_(std::move(redactor)) {}
+        redactor_(std::move(redactor)),
+        platform_(std::move(platform)) {}
 
   Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& info) override {
     auto secrets = readSensorSecrets(*activation_, *customer_);
@@ -215,6 +236,7 @@ class ConfigSpecSource final : public DesiredSpecSource {
     context.agentVersion = agentVersion();
     std::string hostRoot = config_.runtime.hostRoot;
     context.hostPathExists = [hostRoot](const std::string& p) { return hostPathExistsUnder(hostRoot, p); };
+    context.platform = platform_;
     return buildSensorSpec(config_, secrets.value(), context);
   }
 
@@ -223,6 +245,7 @@ class ConfigSpecSource final : public DesiredSpecSource {
   std::unique_ptr<platform::SecretSource> activation_;
   std::unique_ptr<platform::SecretSource> customer_;
   std::shared_ptr<SecretRedactor> redactor_;
+  platform::PlatformInfo platform_;
 };
 
 }  // namespace
@@ -239,8 +262,25 @@ std::unique_ptr<RuntimeConnector> makeInstrumentingConnector(RuntimeConnector& i
 std::unique_ptr<DesiredSpecSource> makeConfigSpecSource(const Config& config,
                                                         std::unique_ptr<platform::SecretSource> activation,
                                                         std::unique_ptr<platform::SecretSource> customer,
-                                                        std::shared_ptr<SecretRedactor> redactor) {
-  return std::make_unique<ConfigSpecSource>(config, std::move(activation), std::move(customer), std::move(redactor));
+                                                        std::shared_ptr<SecretRedactor> redactor,
+                                                        platform::PlatformInfo platform) {
+  return std::make_unique<ConfigSpecSource>(config, std::move(activation), std::move(customer), std::move(redactor),
+                                            std::move(platform));
+}
+
+platform::PlatformDetectOptions platformDetectOptions(const Config& config) {
+  platform::PlatformDetectOptions options;
+  options.mode = config.platform.detect;
+  options.hostRoot = config.runtime.hostRoot;
+  options.awsImdsEndpoint = config.platform.awsImdsEndpoint;
+  options.azureImdsEndpoint = config.platform.azureImdsEndpoint;
+  options.gcpMetadataHost = config.platform.gcpMetadataHost;
+  return options;
+}
+
+platform::PlatformInfo detectNodePlatform(const Config& config) {
+  auto http = platform::makeDefaultCloudHttpClient();
+  return platform::detectPlatform(platformDetectOptions(config), processGetEnv, *http);
 }
 
 }  // namespace qcs::agent

@@ -15,6 +15,7 @@
 #include "agent/supervisor.h"
 #include "common/clock.h"
 #include "common/result.h"
+#include "platform/platform_detect.h"
 #include "platform/registry_auth.h"
 #include "platform/secrets.h"
 #include "runtime/containerd/containerd_runtime.h"
@@ -28,7 +29,8 @@ std::optional<std::string> processGetEnv(const std::string& name);
 
 // A secret source for the config key `key` ("secrets.activation_id"); errors name the key.
 Result<std::unique_ptr<platform::SecretSource>> makeSecretSource(const std::string& key, const SecretRef& ref,
-                                                                 std::chrono::milliseconds refreshInterval);
+                                                                 std::chrono::milliseconds refreshInterval,
+                                                                 const std::string& awsImdsEndpoint = "");
 // The provider `registry_auth` asks for; `auto` picks ECR, ACR or GCR by the image's registry host.
 Result<std::unique_ptr<platform::RegistryAuthProvider>> makeRegistryAuth(const Config& config);
 // Reads both IDs and checks their format. Errors name the key and source, never the value.
@@ -49,6 +51,12 @@ std::unique_ptr<RuntimeConnector> makeInstrumentingConnector(RuntimeConnector& i
 std::unique_ptr<DesiredSpecSource> makeConfigSpecSource(const Config& config,
                                                         std::unique_ptr<platform::SecretSource> activation,
                                                         std::unique_ptr<platform::SecretSource> customer,
-                                                        std::shared_ptr<SecretRedactor> redactor);
+                                                        std::shared_ptr<SecretRedactor> redactor,
+                                                        platform::PlatformInfo platform);
+
+// Where the node runs (platform.detect and the platform.* endpoints): local evidence first, a
+// metadata service only when the evidence names its cloud. Never fails; see its warnings.
+platform::PlatformDetectOptions platformDetectOptions(const Config& config);
+platform::PlatformInfo detectNodePlatform(const Config& config);
 
 }  // namespace qcs::agent

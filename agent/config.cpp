@@ -792,10 +792,12 @@ KeySpec stringListKey(std::string keyPath, Access access, bool commaSeparatedTex
 
 // Lists and maps of structured entries keep whatever could be read, so that a type error in one
 // entry does not hide the problems of the others.
-KeySpec sensorEnvKey() {
+template <typename Access>
+KeySpec stringMapKey(std::string keyPath, Access access) {
   KeySpec spec;
-  spec.path = "sensor.env";
-  spec.readYaml = [](const YAML::Node& value, const std::string& path, const std::string& origin, Loader& loader) {
+  spec.path = std::move(keyPath);
+  spec.readYaml = [access](const YAML::Node& value, const std::string& path, const std::string& origin,
+                           Loader& loader) {
     if (!value.IsNull() && !value.IsMap()) {
       loader.problemAt(path, fmt::format("expected a map of NAME: value, got {}", describeNode(value)), origin);
       return;
@@ -819,12 +821,13 @@ KeySpec sensorEnvKey() {
         loader.setOrigin(itemPath, itemOrigin);
       }
     }
-    loader.config.sensor.env = std::move(env);
+    access(loader.config) = std::move(env);
   };
-  spec.emitValue = [](YAML::Emitter& out, const Config& config) {
-    if (config.sensor.env.empty()) out << YAML::Flow;
+  spec.emitValue = [access](YAML::Emitter& out, const Config& config) {
+    const auto& map = access(config);
+    if (map.empty()) out << YAML::Flow;
     out << YAML::BeginMap;
-    for (const auto& [name, value] : config.sensor.env) out << YAML::Key << name << YAML::Value << value;
+    for (const auto& [name, value] : map) out << YAML::Key << name << YAML::Value << value;
     out << YAML::EndMap;
   };
   return spec;
@@ -1002,7 +1005,8 @@ std::vector<KeySpec> buildKeyTable() {
       "sensor.pod_url", [](auto& c) -> auto& { return c.sensor.podUrl; }, url({"https"}, true)));
   keys.push_back(stringListKey(
       "sensor.args", [](auto& c) -> auto& { return c.sensor.args; }, true));
-  keys.push_back(sensorEnvKey());
+  keys.push_back(stringMapKey(
+      "sensor.env", [](auto& c) -> auto& { return c.sensor.env; }));
   keys.push_back(stringListKey(
       "sensor.capabilities", [](auto& c) -> auto& { return c.sensor.capabilities; }, false));
   keys.push_back(parsedKey(
@@ -1028,6 +1032,11 @@ std::vector<KeySpec> buildKeyTable() {
       url({"http", "https"}, false))));
   keys.push_back(textKey(
       "sensor.proxy.ca_file", [](auto& c) -> auto& { return c.sensor.proxy.caFile; }, absolutePath(false)));
+  keys.push_back(textKey(
+      "sensor.log_driver", [](auto& c) -> auto& { return c.sensor.logDriver; },
+      namePattern("-_.", "auto, default or a Docker log driver such as json-file, local, journald or awslogs")));
+  keys.push_back(stringMapKey(
+      "sensor.log_options", [](auto& c) -> auto& { return c.sensor.logOptions; }));
   addSecretRefKeys(
       keys, "secrets.activation_id", [](auto& c) -> auto& { return c.secrets.activationId; });
   addSecretRefKeys(
@@ -1054,6 +1063,16 @@ std::vector<KeySpec> buildKeyTable() {
                        textKey(
                            "registry_auth.ecr_region", [](auto& c) -> auto& { return c.registryAuth.ecrRegion; },
                            optionalValue(namePattern("-", "an AWS region such as eu-west-1")))}) {
+    spec.renderOnlyWhenSet = true;
+    keys.push_back(std::move(spec));
+  }
+  for (KeySpec spec :
+       {textKey(
+            "registry_auth.acr_exchange_endpoint", [](auto& c) -> auto& { return c.registryAuth.acrExchangeEndpoint; },
+            url({"http", "https"}, false)),
+        textKey(
+            "registry_auth.azure_client_id", [](auto& c) -> auto& { return c.registryAuth.azureClientId; },
+            optionalValue(namePattern("-", "a managed identity's client id (a GUID)")))}) {
     spec.renderOnlyWhenSet = true;
     keys.push_back(std::move(spec));
   }
@@ -1089,6 +1108,19 @@ std::vector<KeySpec> buildKeyTable() {
   keys.push_back(textKey(
       "platform.detect", [](auto& c) -> auto& { return c.platform.detect; },
       oneOf({"auto", "none", "aws", "azure", "gcp"})));
+  for (KeySpec spec :
+       {textKey(
+            "platform.aws_imds_endpoint", [](auto& c) -> auto& { return c.platform.awsImdsEndpoint; },
+            url({"http", "https"}, false)),
+        textKey(
+            "platform.azure_imds_endpoint", [](auto& c) -> auto& { return c.platform.azureImdsEndpoint; },
+            url({"http", "https"}, false)),
+        textKey(
+            "platform.gcp_metadata_host", [](auto& c) -> auto& { return c.platform.gcpMetadataHost; },
+            optionalValue(namePattern(".-:", "a host[:port] such as metadata.google.internal or 127.0.0.1:8080")))}) {
+    spec.renderOnlyWhenSet = true;
+    keys.push_back(std::move(spec));
+  }
   keys.push_back(textKey(
       "http.listen", [](auto& c) -> auto& { return c.http.listen; }, checkListen));
   keys.push_back(textKey(
@@ -1444,6 +1476,14 @@ void validateRegistryAuth(Loader& loader) {
   } else if (!dockerConfig && !auth.dockerConfig.empty()) {
     loader.problem("registry_auth.docker_config",
                    fmt::format("is only used with kind docker-config (kind is {})", quoteValue(auth.kind)));
+  }
+  if (auth.kind != "acr" && auth.kind != "auto") {
+    for (const auto& [path, value] : {std::pair{"registry_auth.acr_exchange_endpoint", auth.acrExchangeEndpoint},
+                                      std::pair{"registry_auth.azure_client_id", auth.azureClientId}}) {
+      if (!value.empty()) {
+        loader.problem(path, fmt::format("is only used with kind acr or auto (kind is {})", quoteValue(auth.kind)));
+      }
+    }
   }
   if (auth.kind != "ecr") {
     for (const auto& [path, value] : {std::pair{"registry_auth.ecr_registry", auth.ecrRegistry},

@@ -72,6 +72,12 @@ struct Config {
     } resources;
     std::string storagePath;
     std::vector<MountConfig> extraMounts;
+    // Docker only: the sensor's log driver and its options. `auto` is `awslogs` on ECS (group
+    // /ecs/<cluster>/qualys-container-sensor in the node's region) and Docker's default elsewhere;
+    // `default` always leaves it to dockerd; any other name is passed to Docker as given. Options
+    // are added to (and override) the ones `auto` derives.
+    std::string logDriver = "auto";
+    std::map<std::string, std::string> logOptions;
     struct Proxy {
       std::string qualysHttpsProxy;
       std::string httpsProxy;
@@ -97,6 +103,9 @@ struct Config {
     // ecr: another registry host the provider serves (a pull-through proxy; tests), the ECR API
     // endpoint instead of https://api.ecr.<region>.amazonaws.com, and the region (else the host's).
     std::string ecrRegistry, ecrEndpoint, ecrRegion;
+    // acr: where /oauth2/exchange is (instead of the registry itself), and a user-assigned managed
+    // identity's client id (empty: the node's system-assigned identity).
+    std::string acrExchangeEndpoint, azureClientId;
     bool operator==(const RegistryAuth&) const = default;
   } registryAuth;
 
@@ -127,6 +136,10 @@ struct Config {
 
   struct Platform {
     std::string detect = "auto";  // auto | none | aws | azure | gcp
+    // Metadata services, instead of the standard places (AWS_EC2_METADATA_SERVICE_ENDPOINT or
+    // 169.254.169.254; 169.254.169.254 for Azure; GCE_METADATA_HOST or metadata.google.internal).
+    // Used by detection and by the ECR/ACR/GCR credentials alike.
+    std::string awsImdsEndpoint, azureImdsEndpoint, gcpMetadataHost;
     bool operator==(const Platform&) const = default;
   } platform;
 

@@ -322,7 +322,7 @@ std::string notReadyReason(const SupervisorStatus& status) {
   return "";
 }
 
-std::string statusJson(const SupervisorStatus& s) {
+std::string statusJson(const SupervisorStatus& s, const platform::PlatformInfo* platform) {
   using nlohmann::json;
   json restarts = json::object();
   for (RestartReason reason : {RestartReason::kExit, RestartReason::kOom, RestartReason::kMissing,
@@ -363,6 +363,12 @@ std::string statusJson(const SupervisorStatus& s) {
       {"ready", notReadyReason(s).empty()},
       {"lastError", s.lastError},
   };
+  if (platform) {
+    out["platform"] = {{"cloud", platform->cloud},      {"orchestrator", platform->orchestrator},
+                       {"region", platform->region},    {"zone", platform->zone},
+                       {"cluster", platform->cluster},  {"evidence", platform->evidence},
+                       {"warnings", platform->warnings}};
+  }
   return out.dump(2) + "\n";
 }
 
@@ -387,8 +393,8 @@ HttpRoutes makeAgentRoutes(std::function<SupervisorStatus()> status, Metrics* me
     if (redactor) redactor->apply(reason);
     return HttpReply{503, "text/plain; charset=utf-8", "not ready: " + reason + "\n"};
   };
-  routes["/status"] = [status, redactor] {
-    std::string body = statusJson(status());
+  routes["/status"] = [status, redactor, platform = options.platform] {
+    std::string body = statusJson(status(), platform ? &*platform : nullptr);
     if (redactor) redactor->apply(body);  // a last line of defence, as for the logs
     return HttpReply{200, "application/json", std::move(body)};
   };

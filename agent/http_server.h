@@ -17,11 +17,13 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "agent/supervisor.h"
 #include "common/clock.h"
 #include "common/result.h"
+#include "platform/platform_detect.h"
 
 namespace qcs::agent {
 
@@ -77,6 +79,8 @@ inline constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4
 struct AgentEndpointOptions {
   // /livez fails when the supervisor loop has not recorded a heartbeat for this long.
   std::chrono::milliseconds livenessTimeout{60000};
+  // Where the node runs, shown in /status (detected once at start).
+  std::optional<platform::PlatformInfo> platform;
 };
 
 // /metrics, /livez, /readyz and /status over the supervisor's status snapshot. metrics may be null
@@ -85,7 +89,8 @@ HttpRoutes makeAgentRoutes(std::function<SupervisorStatus()> status, Metrics* me
                            AgentEndpointOptions options, std::shared_ptr<SecretRedactor> redactor);
 
 // The /status document. Holds no secret: SupervisorStatus never does.
-std::string statusJson(const SupervisorStatus& status);
+// With a platform, the document has a "platform" object too.
+std::string statusJson(const SupervisorStatus& status, const platform::PlatformInfo* platform = nullptr);
 
 // Why the agent is not ready, or "" when it is (runtime up and sensor running).
 std::string notReadyReason(const SupervisorStatus& status);

@@ -86,6 +86,10 @@ Metrics::Metrics(const std::string& version, const std::string& revision)
       .Register(r)
       .Add({{"version", version}, {"revision", revision}})
       .Set(1);
+  agentInfo_ = &BuildGauge()
+                    .Name("qcs_agent_info")
+                    .Help("Where the agent runs: cloud, orchestrator, region, zone and ECS cluster (always 1)")
+                    .Register(r);
   runtimeUp_ = &BuildGauge().Name("qcs_runtime_up").Help("1 when the container runtime answers").Register(r);
   runtimeDuration_ = &BuildHistogram()
                           .Name("qcs_runtime_request_duration_seconds")
@@ -158,6 +162,20 @@ Metrics::Metrics(const std::string& version, const std::string& revision)
 }
 
 Metrics::~Metrics() = default;
+
+void Metrics::setPlatform(const platform::PlatformInfo& platform) {
+  std::lock_guard lock(mu_);
+  // One series at a time: a second detection replaces the first.
+  for (prometheus::Gauge* old : agentInfoSeries_) agentInfo_->Remove(old);
+  agentInfoSeries_.clear();
+  auto& gauge = agentInfo_->Add({{"cloud", platform.cloud},
+                                 {"orchestrator", platform.orchestrator},
+                                 {"region", platform.region},
+                                 {"zone", platform.zone},
+                                 {"cluster", platform.cluster}});
+  gauge.Set(1);
+  agentInfoSeries_.push_back(&gauge);
+}
 
 void Metrics::runtimeCall(const std::string& runtime, const char* op, double seconds, bool failed) {
   // Family::Add returns the existing child for known labels; the family locks itself.

@@ -6,8 +6,9 @@
 //   runtime call) and thread-safe, so the HTTP thread calls it on every scrape.
 // - Counters only ever go up: they follow the supervisor's own monotonic counts, and the sensor's
 //   CPU time carries over when a new container starts from zero.
-// - Labels hold only fixed names (states, reasons, ops, runtime kind, version): never a secret,
-//   an image reference or an error message.
+// - Labels hold only fixed names (states, reasons, ops, runtime kind, version, the node's platform:
+//   cloud, orchestrator, region, zone, ECS cluster): never a secret, an image reference or an
+//   error message.
 // - Runtime call durations and errors arrive through RuntimeObserver (see InstrumentedRuntime).
 #pragma once
 
@@ -17,10 +18,12 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "agent/instrumented_runtime.h"
 #include "agent/supervisor.h"
 #include "common/result.h"
+#include "platform/platform_detect.h"
 
 namespace prometheus {
 class Registry;
@@ -53,6 +56,9 @@ class Metrics final : public RuntimeObserver {
 
   void runtimeCall(const std::string& runtime, const char* op, double seconds, bool failed) override;
 
+  // qcs_agent_info{cloud,orchestrator,region,zone,cluster} 1: where the node runs (detected once).
+  void setPlatform(const platform::PlatformInfo& platform);
+
   // Updates every metric from the snapshot and returns the text exposition.
   std::string render(const SupervisorStatus& status);
 
@@ -62,6 +68,8 @@ class Metrics final : public RuntimeObserver {
   std::mutex mu_;
   std::shared_ptr<prometheus::Registry> registry_;
 
+  prometheus::Family<prometheus::Gauge>* agentInfo_;
+  std::vector<prometheus::Gauge*> agentInfoSeries_;
   prometheus::Family<prometheus::Gauge>* runtimeUp_;
   prometheus::Family<prometheus::Histogram>* runtimeDuration_;
   prometheus::Family<prometheus::Counter>* runtimeErrors_;

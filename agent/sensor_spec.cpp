@@ -30,6 +30,30 @@ std::vector<std::string> runtimeDerivedArgs(const std::string& runtimeKind) {
   return {"--storage-driver-type", "overlay2"};
 }
 
+std::string ecsSensorLogGroup(const std::string& cluster) {
+  return "/ecs/" + (cluster.empty() ? std::string("default") : cluster) + "/qualys-container-sensor";
+}
+
+runtime::LogConfig sensorLogConfig(const Config::Sensor& sensor, const SpecContext& context) {
+  runtime::LogConfig log;
+  if (context.runtimeKind == "containerd" || sensor.logDriver == "default") return log;
+  if (sensor.logDriver != "auto") {
+    log.driver = sensor.logDriver;
+  } else if (context.platform.orchestrator == "ecs" && !context.platform.region.empty()) {
+    log.driver = "awslogs";
+    log.options = {
+        {"awslogs-group", ecsSensorLogGroup(context.platform.cluster)},
+        {"awslogs-region", context.platform.region},
+        {"awslogs-create-group", "true"},
+        // CloudWatch being slow or away must never block the sensor's writes.
+        {"mode", "non-blocking"},
+        {"max-buffer-size", "4m"},
+    };
+  }
+  for (const auto& [key, value] : sensor.logOptions) log.options[key] = value;
+  return log;
+}
+
 bool hostPathExistsUnder(const std::string& hostRoot, const std::string& hostPath) {
   std::string full = hostRoot == "/" || hostRoot.empty() ? hostPath : hostRoot + hostPath;
   struct stat st {};
@@ -92,6 +116,7 @@ Result<ContainerSpec> buildSensorSpec(const Config& config, const SensorSecrets&
   spec.resources.cpuLimitMilli = sensor.resources.cpuLimitMilli;
   spec.resources.memoryRequestBytes = sensor.resources.memoryRequestBytes;
   spec.resources.memoryLimitBytes = sensor.resources.memoryLimitBytes;
+  spec.log = sensorLogConfig(sensor, context);
 
   spec.labels[kLabelManaged] = "true";
   spec.labels[kLabelVersion] = context.agentVersion;

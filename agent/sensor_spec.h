@@ -11,6 +11,7 @@
 
 #include "agent/config.h"
 #include "common/result.h"
+#include "platform/platform_detect.h"
 #include "runtime/container_runtime.h"
 
 namespace qcs::agent {
@@ -30,7 +31,18 @@ struct SpecContext {
   std::string agentVersion;
   // Whether a path exists on the host (host_root is applied by the callee).
   std::function<bool(const std::string& hostPath)> hostPathExists;
+  // Where the node runs: decides defaults such as the awslogs log driver on ECS.
+  platform::PlatformInfo platform;
 };
+
+// The sensor's log driver (Docker only; containerd's output goes to the agent's capped file):
+// sensor.log_driver `auto` is awslogs on ECS when the region is known, else Docker's default;
+// `default` leaves it to dockerd; any other name as given. sensor.log_options are added to and
+// override what `auto` derives.
+runtime::LogConfig sensorLogConfig(const Config::Sensor& sensor, const SpecContext& context);
+
+// The awslogs group of the sensor on ECS: /ecs/<cluster>/qualys-container-sensor.
+std::string ecsSensorLogGroup(const std::string& cluster);
 
 // Builds the spec and sets the spec-hash label. Fails when a configured host path (storage
 // path, proxy CA file, extra mount source) does not exist on the host.

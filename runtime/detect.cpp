@@ -100,13 +100,15 @@ class Detector {
   Detector(const DetectOptions& options, const ProbeFn& probe) : options_(options), probe_(probe) {}
 
   // Tries one candidate unless it was tried already; true when it answered.
-  bool tryCandidate(const std::string& kind, const std::string& hostPath, const std::string& origin) {
+  // `asOtherKind`: the path was tried already as the other runtime and is tried again as `kind`.
+  bool tryCandidate(const std::string& kind, const std::string& hostPath, const std::string& origin,
+                    bool asOtherKind = false) {
     Candidate candidate;
     candidate.kind = kind;
     candidate.hostPath = hostPath;
     candidate.path = withHostRoot(options_.hostRoot, hostPath);
     candidate.origin = origin;
-    if (!seen_.insert(candidate.path).second) return false;
+    if (!seen_.insert(candidate.path).second && !asOtherKind) return false;
     if (auto early = checkSocket(candidate.path, candidate.detail)) {
       candidate.outcome = *early;
     } else if (probe_) {
@@ -134,6 +136,9 @@ class Detector {
   }
 
   Detection take() { return std::move(detection_); }
+  ProbeOutcome lastOutcome() const {
+    return detection_.tried.empty() ? ProbeOutcome::kAbsent : detection_.tried.back().outcome;
+  }
 
  private:
   const DetectOptions& options_;
@@ -180,14 +185,19 @@ Detection detectRuntime(const DetectOptions& options, const ProbeFn& probe) {
     std::string path = options.endpoint;
     if (path.rfind(kUnixScheme, 0) == 0) path = path.substr(kUnixScheme.size());
     std::string kind = options.kind;
-    if (kind != "docker" && kind != "containerd") {
-      kind = baseName(path).find("containerd") != std::string::npos ? "containerd" : "docker";
-    }
+    const bool kindAuto = kind != "docker" && kind != "containerd";
+    if (kindAuto) kind = baseName(path).find("containerd") != std::string::npos ? "containerd" : "docker";
     if (path.empty() || path.front() != '/') {
       detector.skip(kind, options.endpoint, "runtime.endpoint",
                     "skipped: only unix:// URLs and absolute socket paths are supported");
-    } else {
-      detector.tryCandidate(kind, path, "runtime.endpoint");
+      return detector.take();
+    }
+    if (detector.tryCandidate(kind, path, "runtime.endpoint") || !kindAuto) return detector.take();
+    // With kind auto the socket's name is only a guess: a socket that connects but does not
+    // speak the guessed protocol is asked as the other runtime.
+    const ProbeOutcome outcome = detector.lastOutcome();
+    if (outcome == ProbeOutcome::kNotAnswering || outcome == ProbeOutcome::kBadAnswer) {
+      detector.tryCandidate(kind == "docker" ? "containerd" : "docker", path, "runtime.endpoint", true);
     }
     return detector.take();
   }

@@ -62,6 +62,7 @@ class AgentEcsE2ETest : public ::testing::Test {
       << "registry_auth:\n  kind: ecr\n"
       << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
       << "  reconcile_interval: 1s\n"
+      << "platform: {detect: none}\n"
       << "logging: {level: debug, format: json}\n"
       << "http: {listen: \"127.0.0.1:0\"}\n";
     return c.str();

@@ -71,6 +71,7 @@ class PrometheusTest : public ::testing::Test {
       << "  customer_id: {source: file, path: " << dir_.file("customer-id") << "}\n"
       << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
       << "  reconcile_interval: 5s\n"
+      << "platform: {detect: none}\n"  // no metadata service outside loopback, even on a cloud VM
       << "logging: {level: debug, format: json}\n"
       << "http: {listen: \"" << listen << "\"}\n";
     return c.str();

@@ -400,6 +400,39 @@ TEST(ConfigDefaultsTest, EveryDocumentedEnumValueIsAccepted) {
   EXPECT_EQ(ecr->registryAuth.ecrEndpoint, "http://127.0.0.1:8080");
   EXPECT_EQ(ecr->registryAuth.ecrRegion, "eu-west-1");
   EXPECT_EQ(ecr->secrets.refreshInterval, std::chrono::seconds(2));
+
+  auto cloud = parseConfig(
+      "registry_auth: {kind: acr, acr_exchange_endpoint: \"http://127.0.0.1:8081\", azure_client_id: "
+      "5e0f7b0c-0000-4000-8000-000000000002}\n"
+      "platform: {detect: azure, aws_imds_endpoint: \"http://127.0.0.1:1338\", azure_imds_endpoint: "
+      "\"http://127.0.0.1:8082\", gcp_metadata_host: \"127.0.0.1:8083\"}\n"
+      "sensor: {log_driver: awslogs, log_options: {awslogs-endpoint: \"http://127.0.0.1:4566\", mode: blocking}}");
+  ASSERT_TRUE(cloud.ok()) << cloud.message();
+  EXPECT_EQ(cloud->registryAuth.acrExchangeEndpoint, "http://127.0.0.1:8081");
+  EXPECT_EQ(cloud->registryAuth.azureClientId, "5e0f7b0c-0000-4000-8000-000000000002");
+  EXPECT_EQ(cloud->platform.awsImdsEndpoint, "http://127.0.0.1:1338");
+  EXPECT_EQ(cloud->platform.azureImdsEndpoint, "http://127.0.0.1:8082");
+  EXPECT_EQ(cloud->platform.gcpMetadataHost, "127.0.0.1:8083");
+  EXPECT_EQ(cloud->sensor.logDriver, "awslogs");
+  EXPECT_EQ(cloud->sensor.logOptions,
+            (std::map<std::string, std::string>{{"awslogs-endpoint", "http://127.0.0.1:4566"}, {"mode", "blocking"}}));
+  EXPECT_TRUE(parseConfig("registry_auth: {kind: auto, azure_client_id: abc-1}").ok());
+}
+
+TEST(ConfigDefaultsTest, PlatformAndLogDriverDefaults) {
+  const Config c;
+  EXPECT_EQ(c.platform.detect, "auto");
+  EXPECT_EQ(c.platform.awsImdsEndpoint, "");
+  EXPECT_EQ(c.sensor.logDriver, "auto");
+  EXPECT_TRUE(c.sensor.logOptions.empty());
+  // The endpoints are overridable from the environment like every key.
+  LoadOptions load;
+  load.path = "/nonexistent/agent.yaml";
+  load.environment = {{"QCS_PLATFORM_GCP_METADATA_HOST", "127.0.0.1:9"}, {"QCS_SENSOR_LOG_DRIVER", "local"}};
+  auto loaded = loadConfig(load);
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  EXPECT_EQ(loaded->platform.gcpMetadataHost, "127.0.0.1:9");
+  EXPECT_EQ(loaded->sensor.logDriver, "local");
 }
 
 TEST(ConfigDefaultsTest, AcceptsTheWholeRangeOfValidValues) {
@@ -631,6 +664,16 @@ INSTANTIATE_TEST_SUITE_P(
                  "basic"},
         RuleCase{"docker_config with gcr", "registry_auth: {kind: gcr, docker_config: /x.json}",
                  "registry_auth.docker_config", "docker-config"},
+        RuleCase{"acr_exchange_endpoint with ecr", "registry_auth: {kind: ecr, acr_exchange_endpoint: \"http://x:1\"}",
+                 "registry_auth.acr_exchange_endpoint", "kind acr or auto"},
+        RuleCase{"azure_client_id with none", "registry_auth: {kind: none, azure_client_id: abc}",
+                 "registry_auth.azure_client_id", "kind acr or auto"},
+        RuleCase{"azure_imds_endpoint not a URL", "platform: {azure_imds_endpoint: 169.254.169.254}",
+                 "platform.azure_imds_endpoint", "http"},
+        RuleCase{"gcp_metadata_host with a scheme", "platform: {gcp_metadata_host: \"http://metadata\"}",
+                 "platform.gcp_metadata_host", "host[:port]"},
+        RuleCase{"log_driver with a space", "sensor: {log_driver: \"json file\"}", "sensor.log_driver", "awslogs"},
+        RuleCase{"log_options not a map", "sensor: {log_options: [a, b]}", "sensor.log_options", "map"},
         RuleCase{"ecr_endpoint with basic", "registry_auth: {kind: none, ecr_endpoint: \"http://127.0.0.1:1\"}",
                  "registry_auth.ecr_endpoint", "kind ecr"},
         RuleCase{"ecr_endpoint not a URL", "registry_auth: {kind: ecr, ecr_endpoint: api.ecr}",

@@ -81,10 +81,16 @@ class FakeProbe {
   void answer(const std::string& path, ProbeOutcome outcome, std::string detail = {}) {
     answers_[path] = {outcome, std::move(detail)};
   }
+  // This path answers only when asked as `kind`; asked as the other runtime it does not answer.
+  void answerOnlyAs(const std::string& kind, const std::string& path) { onlyAs_[path] = kind; }
   ProbeFn fn() {
     return [this](const std::string& kind, const std::string& path, std::chrono::milliseconds timeout,
                   std::string& detail) {
       calls.push_back({kind, path, timeout});
+      if (auto only = onlyAs_.find(path); only != onlyAs_.end()) {
+        detail = only->second == kind ? "" : "fake: speaks " + only->second;
+        return only->second == kind ? ProbeOutcome::kAnswered : ProbeOutcome::kNotAnswering;
+      }
       auto it = answers_.find(path);
       if (it == answers_.end()) {
         detail = "fake: no answer";
@@ -98,6 +104,7 @@ class FakeProbe {
 
  private:
   std::map<std::string, std::pair<ProbeOutcome, std::string>> answers_;
+  std::map<std::string, std::string> onlyAs_;
 };
 
 std::vector<std::string> triedPaths(const Detection& detection) {
@@ -300,12 +307,42 @@ TEST(DetectTest, ExplicitEndpointIsTheOnlyCandidate) {
   options.dockerHost = "unix:///run/docker.sock";
   const Detection detection = detectRuntime(options, probe.fn());
   EXPECT_FALSE(detection.chosen.has_value()) << "no silent fallback past an endpoint the operator chose";
-  ASSERT_EQ(detection.tried.size(), 1u);
-  EXPECT_EQ(detection.tried[0].kind, "containerd") << "auto guesses from the file name";
+  ASSERT_EQ(detection.tried.size(), 2u) << "the endpoint, as each runtime; never /run/docker.sock";
+  EXPECT_EQ(detection.tried[0].kind, "containerd") << "auto guesses from the file name first";
   EXPECT_EQ(detection.tried[0].origin, "runtime.endpoint");
   EXPECT_EQ(detection.tried[0].hostPath, "/srv/my-containerd.sock");
   EXPECT_EQ(detection.tried[0].path, host.at("/srv/my-containerd.sock"));
   EXPECT_EQ(detection.tried[0].outcome, ProbeOutcome::kNotAnswering);
+  EXPECT_EQ(detection.tried[1].kind, "docker");
+  EXPECT_EQ(detection.tried[1].path, host.at("/srv/my-containerd.sock"));
+}
+
+TEST(DetectTest, AnExplicitEndpointWithKindAutoIsAskedAsTheOtherRuntimeWhenTheGuessIsWrong) {
+  FakeHostRoot host;
+  host.socketAt("/srv/engine.sock");
+  host.socketAt("/srv/containerd-docker.sock");
+  FakeProbe probe;
+  probe.answerOnlyAs("containerd", host.at("/srv/engine.sock"));
+  probe.answerOnlyAs("docker", host.at("/srv/containerd-docker.sock"));
+  DetectOptions options = optionsFor(host);
+  options.endpoint = "/srv/engine.sock";
+  Detection detection = detectRuntime(options, probe.fn());
+  ASSERT_TRUE(detection.chosen.has_value()) << describeDetection(detection);
+  EXPECT_EQ(detection.chosen->kind, "containerd");
+  ASSERT_EQ(detection.tried.size(), 2u);
+  EXPECT_EQ(detection.tried[0].kind, "docker");
+
+  options.endpoint = "/srv/containerd-docker.sock";
+  detection = detectRuntime(options, probe.fn());
+  ASSERT_TRUE(detection.chosen.has_value());
+  EXPECT_EQ(detection.chosen->kind, "docker");
+
+  // An explicit kind is never second-guessed.
+  options.kind = "docker";
+  options.endpoint = "/srv/engine.sock";
+  detection = detectRuntime(options, probe.fn());
+  EXPECT_FALSE(detection.chosen.has_value());
+  EXPECT_EQ(detection.tried.size(), 1u);
 }
 
 TEST(DetectTest, ExplicitEndpointKindAndPlainPaths) {

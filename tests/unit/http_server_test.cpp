@@ -228,6 +228,30 @@ TEST_F(HttpServerTest, StatusRedactsRegisteredSecrets) {
   EXPECT_EQ(routes.count("/metrics"), 0u) << "no metrics object, no /metrics";
 }
 
+TEST_F(HttpServerTest, StatusShowsThePlatformWhenOneWasDetected) {
+  auto plain = makeAgentRoutes([this] { return snapshot(); }, nullptr, clock, endpointOptions, nullptr);
+  EXPECT_FALSE(nlohmann::json::parse(plain.at("/status")().body).contains("platform"));
+  platform::PlatformInfo node;
+  node.cloud = "aws";
+  node.orchestrator = "ecs";
+  node.region = "eu-west-1";
+  node.zone = "eu-west-1b";
+  node.cluster = "prod";
+  node.evidence = {"dmi sys_vendor=Amazon EC2", "file /etc/ecs/ecs.config"};
+  node.warnings = {"aws: something"};
+  AgentEndpointOptions options = endpointOptions;
+  options.platform = node;
+  auto routes = makeAgentRoutes([this] { return snapshot(); }, nullptr, clock, options, nullptr);
+  auto doc = nlohmann::json::parse(routes.at("/status")().body);
+  EXPECT_EQ(doc["platform"]["cloud"], "aws");
+  EXPECT_EQ(doc["platform"]["orchestrator"], "ecs");
+  EXPECT_EQ(doc["platform"]["region"], "eu-west-1");
+  EXPECT_EQ(doc["platform"]["zone"], "eu-west-1b");
+  EXPECT_EQ(doc["platform"]["cluster"], "prod");
+  EXPECT_EQ(doc["platform"]["evidence"].size(), 2u);
+  EXPECT_EQ(doc["platform"]["warnings"][0], "aws: something");
+}
+
 TEST_F(HttpServerTest, MetricsUsesThePrometheusTextContentType) {
   auto response = exchange(request("GET", "/metrics"));
   EXPECT_EQ(statusCode(response), 200);

@@ -103,6 +103,29 @@ TEST_F(MetricsTest, RendersEverySpecMetricWithItsType) {
   EXPECT_EQ(sample(text, "qcs_runtime_errors_total{op=\"ping\",runtime=\"docker\"}"), 0);
 }
 
+TEST_F(MetricsTest, AgentInfoCarriesThePlatformAndIsReplacedNotDuplicated) {
+  platform::PlatformInfo node;
+  node.cloud = "gcp";
+  node.orchestrator = "gke";
+  node.region = "us-central1";
+  node.zone = "us-central1-a";
+  metrics.setPlatform(node);
+  std::string text = metrics.render(runningStatus());
+  EXPECT_TRUE(hasType(text, "qcs_agent_info", "gauge"));
+  EXPECT_EQ(
+      sample(text,
+             R"(qcs_agent_info{cloud="gcp",cluster="",orchestrator="gke",region="us-central1",zone="us-central1-a"})"),
+      1.0)
+      << text;
+  node.cloud = "none";
+  node.orchestrator = "none";
+  node.region = node.zone = "";
+  metrics.setPlatform(node);
+  text = metrics.render(runningStatus());
+  EXPECT_EQ(sample(text, R"(qcs_agent_info{cloud="none",cluster="",orchestrator="none",region="",zone=""})"), 1.0);
+  EXPECT_EQ(text.find("gke"), std::string::npos) << "one series at a time";
+}
+
 TEST_F(MetricsTest, SensorStateIsOneHot) {
   auto s = runningStatus();
   s.state = SensorState::kBackoff;

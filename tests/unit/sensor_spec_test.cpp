@@ -141,4 +141,90 @@ TEST(SensorSpecTest, RedactedJsonHoldsNoSecretAndTheHashDoesNotRevealThem) {
 }
 
 }  // namespace
+// ---- The sensor's log driver (Docker) ------------------------------------------------------------
+
+SpecContext ecsContext(const std::string& region = "eu-west-1", const std::string& cluster = "prod") {
+  SpecContext ctx = dockerContext();
+  ctx.platform.cloud = "aws";
+  ctx.platform.orchestrator = "ecs";
+  ctx.platform.region = region;
+  ctx.platform.cluster = cluster;
+  return ctx;
+}
+
+TEST(SensorLogConfigTest, AutoOnEcsIsAwslogsToTheClustersGroupInTheNodesRegion) {
+  Config config;
+  auto spec = buildSensorSpec(config, kSecrets, ecsContext());
+  ASSERT_TRUE(spec.ok()) << spec.message();
+  EXPECT_EQ(spec->log.driver, "awslogs");
+  EXPECT_EQ(spec->log.options.at("awslogs-group"), "/ecs/prod/qualys-container-sensor");
+  EXPECT_EQ(spec->log.options.at("awslogs-region"), "eu-west-1");
+  EXPECT_EQ(spec->log.options.at("awslogs-create-group"), "true");
+  EXPECT_EQ(spec->log.options.at("mode"), "non-blocking") << "CloudWatch must never block the sensor";
+}
+
+TEST(SensorLogConfigTest, AutoOffEcsOrWithoutARegionLeavesDockersDefault) {
+  Config config;
+  SpecContext eks = dockerContext();
+  eks.platform.cloud = "aws";
+  eks.platform.orchestrator = "eks";
+  eks.platform.region = "us-east-1";
+  for (const SpecContext& ctx : {dockerContext(), eks, ecsContext("")}) {
+    auto log = sensorLogConfig(config.sensor, ctx);
+    EXPECT_TRUE(log.driver.empty()) << ctx.platform.orchestrator << " " << ctx.platform.region;
+    EXPECT_TRUE(log.options.empty());
+  }
+}
+
+TEST(SensorLogConfigTest, AnEcsClusterWithoutANameIsTheDefaultCluster) {
+  EXPECT_EQ(ecsSensorLogGroup(""), "/ecs/default/qualys-container-sensor");
+  EXPECT_EQ(sensorLogConfig(Config{}.sensor, ecsContext("us-east-2", "")).options.at("awslogs-group"),
+            "/ecs/default/qualys-container-sensor");
+}
+
+TEST(SensorLogConfigTest, OptionsAddToAndOverrideWhatAutoDerives) {
+  Config config;
+  config.sensor.logOptions = {{"awslogs-endpoint", "http://127.0.0.1:4566"}, {"mode", "blocking"}};
+  auto log = sensorLogConfig(config.sensor, ecsContext());
+  EXPECT_EQ(log.driver, "awslogs");
+  EXPECT_EQ(log.options.at("awslogs-endpoint"), "http://127.0.0.1:4566");
+  EXPECT_EQ(log.options.at("mode"), "blocking");
+  EXPECT_EQ(log.options.at("awslogs-region"), "eu-west-1");
+}
+
+TEST(SensorLogConfigTest, AnExplicitDriverIsUsedAsGivenAndDefaultNeverSetsOne) {
+  Config config;
+  config.sensor.logDriver = "local";
+  config.sensor.logOptions = {{"max-size", "10m"}};
+  auto log = sensorLogConfig(config.sensor, ecsContext());
+  EXPECT_EQ(log.driver, "local");
+  EXPECT_EQ(log.options, (std::map<std::string, std::string>{{"max-size", "10m"}}));
+
+  config.sensor.logDriver = "default";
+  config.sensor.logOptions.clear();
+  log = sensorLogConfig(config.sensor, ecsContext());
+  EXPECT_TRUE(log.driver.empty());
+  EXPECT_TRUE(log.options.empty());
+}
+
+TEST(SensorLogConfigTest, ContainerdNeverGetsADockerLogDriver) {
+  Config config;
+  config.sensor.logDriver = "awslogs";
+  SpecContext ctx = ecsContext();
+  ctx.runtimeKind = "containerd";
+  auto log = sensorLogConfig(config.sensor, ctx);
+  EXPECT_TRUE(log.driver.empty());
+  EXPECT_TRUE(log.options.empty());
+}
+
+TEST(SensorLogConfigTest, TheLogDriverIsPartOfTheSpecHash) {
+  Config config;
+  auto plain = buildSensorSpec(config, kSecrets, dockerContext());
+  auto onEcs = buildSensorSpec(config, kSecrets, ecsContext());
+  auto otherRegion = buildSensorSpec(config, kSecrets, ecsContext("us-west-2"));
+  ASSERT_TRUE(plain.ok() && onEcs.ok() && otherRegion.ok());
+  EXPECT_NE(plain->labels.at(kLabelSpecHash), onEcs->labels.at(kLabelSpecHash));
+  EXPECT_NE(onEcs->labels.at(kLabelSpecHash), otherRegion->labels.at(kLabelSpecHash));
+}
+
 }  // namespace qcs::agent

@@ -23,7 +23,7 @@ std::string e2eConfigYaml(const E2eConfig& config) {
     << "  customer_id: {source: file, path: " << config.customerIdFile << "}\n"
     << "supervision:\n  backoff: {initial: 300ms, max: 3s, multiplier: 2, jitter: 0, reset_after: 1m}\n"
     << "  reconcile_interval: 5s\n"
-    << config.extraSupervision << "logging: {level: debug, format: json}\n"
+    << config.extraSupervision << config.platform << "logging: {level: debug, format: json}\n"
     << "http: {listen: \"127.0.0.1:0\"}\n"  // tests run in parallel: let the kernel pick a port
     << config.extraTop;
   return c.str();

@@ -28,6 +28,9 @@ struct E2eConfig {
   std::string extraSensor;       // more lines of the sensor section
   std::string extraSupervision;  // more lines of the supervision section
   std::string extraTop;          // more top-level sections
+  // The whole `platform:` section. Detection is off by default: on a cloud VM it would contact the
+  // real metadata service, and tests send nothing outside 127.0.0.0/8.
+  std::string platform = "platform: {detect: none}\n";
 };
 std::string e2eConfigYaml(const E2eConfig& config);
 

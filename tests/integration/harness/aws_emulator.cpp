@@ -121,7 +121,12 @@ AwsEmulator::Response AwsEmulator::imds(const Request& request) {
   const std::string token = request.header("X-aws-ec2-metadata-token");
   auto it = imdsTokens_.find(token);
   const bool credentials = path.rfind("/latest/meta-data/iam/security-credentials/", 0) == 0;
-  ++calls_[credentials ? "imds-credentials" : path == "/latest/meta-data/placement/region" ? "imds-region" : "imds"];
+  constexpr const char* kRegionPath = "/latest/meta-data/placement/region";
+  constexpr const char* kZonePath = "/latest/meta-data/placement/availability-zone";
+  ++calls_[credentials           ? "imds-credentials"
+           : path == kRegionPath ? "imds-region"
+           : path == kZonePath   ? "imds-zone"
+                                 : "imds"];
   if (it == imdsTokens_.end() || it->second <= now) {
     rejections_.push_back("imds: GET " + path + " without a valid session token");
     return Response{401, "text/plain", {}, ""};
@@ -132,7 +137,11 @@ AwsEmulator::Response AwsEmulator::imds(const Request& request) {
   if (path == "/latest/meta-data/iam/security-credentials/" + options_.roleName) {
     return Response{200, "text/plain", {}, issueCredentialsJson(true)};
   }
-  if (path == "/latest/meta-data/placement/region") return Response{200, "text/plain", {}, options_.region};
+  if (path == kRegionPath) return Response{200, "text/plain", {}, options_.region};
+  if (path == kZonePath) {
+    return Response{
+        200, "text/plain", {}, options_.availabilityZone.empty() ? options_.region + "a" : options_.availabilityZone};
+  }
   return Response{404, "text/html", {}, "Not Found"};
 }
 

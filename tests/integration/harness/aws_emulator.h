@@ -1,7 +1,8 @@
 // A loopback emulator of the AWS endpoints the agent talks to, on 127.0.0.1:<free port>:
 //   - IMDSv2: PUT /latest/api/token (X-aws-ec2-metadata-token-ttl-seconds 1..21600 required),
-//     GET /latest/meta-data/iam/security-credentials/[<role>] and /latest/meta-data/placement/region
-//     with X-aws-ec2-metadata-token (missing, unknown or expired token -> 401);
+//     GET /latest/meta-data/iam/security-credentials/[<role>], /latest/meta-data/placement/region
+//     and /latest/meta-data/placement/availability-zone with X-aws-ec2-metadata-token (missing,
+//     unknown or expired token -> 401; an unknown path -> 404);
 //   - the ECS container credentials endpoint: GET <ecsPath>, checking Authorization when an
 //     authorization token is configured (wrong or missing -> 401);
 //   - Secrets Manager (X-Amz-Target: secretsmanager.GetSecretValue) and ECR
@@ -41,6 +42,7 @@ class AwsEmulator {
     std::string ecsAuthorizationToken;  // empty: the ECS endpoint needs no Authorization
     std::string ecrPassword = "ecr-password";
     std::chrono::seconds ecrTokenLifetime{12 * 3600};
+    std::string availabilityZone;  // empty: <region>a
   };
 
   // Starts the server on its own thread; nullptr (with the reason on stderr) if it cannot listen.
@@ -69,7 +71,7 @@ class AwsEmulator {
   platform::AwsCredentials addAccessKey();
 
   // How many times an operation was answered (successfully or not): "GetSecretValue",
-  // "GetAuthorizationToken", "imds-token", "imds-credentials", "imds-region", "ecs-credentials",
+  // "GetAuthorizationToken", "imds-token", "imds-credentials", "imds-region", "imds-zone", "ecs-credentials",
   // "proxy-connect".
   int calls(const std::string& operation) const;
   // Why requests were refused ("GetSecretValue: InvalidSignatureException: ..."), oldest first.

@@ -16,6 +16,10 @@ namespace {
 
 constexpr const char* kImdsTokenPath = "/metadata/identity/oauth2/token";
 constexpr const char* kGcpTokenPath = "/computeMetadata/v1/instance/service-accounts/default/token";
+constexpr const char* kAzureComputePath = "/metadata/instance/compute";
+constexpr const char* kGcpZonePath = "/computeMetadata/v1/instance/zone";
+// A few of the instance endpoint's versions; the real service lists more.
+const std::vector<std::string> kAzureApiVersions{"2019-06-01", "2020-09-01", "2021-02-01", "2021-12-13", "2023-07-01"};
 
 std::string lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return char(std::tolower(c)); });
@@ -90,6 +94,8 @@ CloudMetadataEmulator::Response CloudMetadataEmulator::handle(const Request& req
   if (path == kImdsTokenPath) return azureImds(request);
   if (path == "/oauth2/exchange") return acrExchange(request);
   if (path == kGcpTokenPath) return gcpToken(request);
+  if (path == kAzureComputePath) return azureCompute(request);
+  if (path == kGcpZonePath) return gcpZone(request);
   return Response{404, "text/plain", {}, "not found"};
 }
 
@@ -176,14 +182,16 @@ CloudMetadataEmulator::Response CloudMetadataEmulator::acrExchange(const Request
                   "no AcrPull");
   }
   const auto expires = std::chrono::system_clock::now() + options_.refreshTokenLifetime;
-  const std::string token = base64UrlEncode(R"({"alg":"RS256","typ":"JWT"})") + "." +
-                            base64UrlEncode(json{
-                                {"exp", epochSeconds(expires)},
-                                {"grant_type", "refresh_token"},
-                                {"service", options_.acrService},
-                                {"jti",
-                                 randomHex(16)}}.dump()) +
-                            "." + randomHex(16);
+  const std::string token = !options_.fixedAcrRefreshToken.empty()
+                                ? options_.fixedAcrRefreshToken
+                                : base64UrlEncode(R"({"alg":"RS256","typ":"JWT"})") + "." +
+                                      base64UrlEncode(json{
+                                          {"exp", epochSeconds(expires)},
+                                          {"grant_type", "refresh_token"},
+                                          {"service", options_.acrService},
+                                          {"jti",
+                                           randomHex(16)}}.dump()) +
+                                      "." + randomHex(16);
   refreshTokens_[token] = expires;
   return Response{200, "application/json; charset=utf-8", {}, json{{"refresh_token", token}}.dump()};
 }
@@ -205,12 +213,85 @@ CloudMetadataEmulator::Response CloudMetadataEmulator::gcpToken(const Request& r
   if (!options_.gcpServiceAccount) {
     return refuse(name, {404, "text/html", flavor, "Not Found"}, "no service account");
   }
-  const std::string token = "ya29.c." + randomHex(32);
+  const std::string token =
+      !options_.fixedGcpAccessToken.empty() ? options_.fixedGcpAccessToken : "ya29.c." + randomHex(32);
   gcpTokens_[token] = std::chrono::system_clock::now() + options_.gcpTokenLifetime;
   return Response{
       200, "application/json", flavor,
       json{{"access_token", token}, {"expires_in", options_.gcpTokenLifetime.count()}, {"token_type", "Bearer"}}
           .dump()};
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::azureCompute(const Request& request) {
+  std::lock_guard lock(mu_);
+  ++calls_["azure-compute"];
+  const char* name = "azure-compute";
+  auto badRequest = [](const std::string& error, bool listVersions) {
+    json body{{"error", error}};
+    if (listVersions) body["newest-versions"] = json::array({"2023-07-01", "2021-12-13", "2021-02-01"});
+    return Response{400, "application/json; charset=utf-8", {}, body.dump()};
+  };
+  if (request.method != "GET") {
+    return refuse(name, {405, "application/json; charset=utf-8", {}, json{{"error", "Method not allowed"}}.dump()},
+                  "method " + request.method);
+  }
+  if (request.hasHeader("X-Forwarded-For")) {
+    return refuse(name, badRequest("Bad request. Request contains X-Forwarded-For header", false),
+                  "X-Forwarded-For present");
+  }
+  if (request.header("Metadata") != "true") {
+    return refuse(name, badRequest("Bad request. Required metadata header not specified", false),
+                  "Required metadata header not specified");
+  }
+  const auto q = request.target.find('?');
+  auto query = parseForm(q == std::string::npos ? "" : request.target.substr(q + 1));
+  const std::string version = query["api-version"];
+  if (version.empty()) {
+    return refuse(name,
+                  badRequest("Bad request. api-version was not specified in the request. For more information "
+                             "refer to aka.ms/azureimds",
+                             true),
+                  "api-version missing");
+  }
+  if (std::find(kAzureApiVersions.begin(), kAzureApiVersions.end(), version) == kAzureApiVersions.end()) {
+    return refuse(name,
+                  badRequest("Bad request. api-version is invalid or was not specified in the request. For more "
+                             "information refer to aka.ms/azureimds",
+                             true),
+                  "api-version " + version + " unknown");
+  }
+  return Response{200,
+                  "application/json; charset=utf-8",
+                  {},
+                  json{{"azEnvironment", "AzurePublicCloud"},
+                       {"location", options_.azureLocation},
+                       {"name", "qcs-test-vm"},
+                       {"osType", "Linux"},
+                       {"provider", "Microsoft.Compute"},
+                       {"resourceGroupName", "qcs-test"},
+                       {"subscriptionId", "8d10da13-8125-4ba9-a717-bf7490507b3d"},
+                       {"vmId", "02aab8a4-74ef-476e-8182-f6d2ba4166a6"},
+                       {"vmSize", "Standard_D2s_v5"},
+                       {"zone", options_.azureZone}}
+                      .dump()};
+}
+
+CloudMetadataEmulator::Response CloudMetadataEmulator::gcpZone(const Request& request) {
+  std::lock_guard lock(mu_);
+  ++calls_["gcp-zone"];
+  const char* name = "gcp-zone";
+  const std::map<std::string, std::string> flavor{{"Metadata-Flavor", "Google"}, {"Server", "Metadata Server for VM"}};
+  if (request.method != "GET") return refuse(name, {405, "text/plain", flavor, ""}, "method " + request.method);
+  if (request.hasHeader("X-Forwarded-For")) {
+    return refuse(name, {403, "text/html", flavor, "Forbidden: X-Forwarded-For is not allowed"},
+                  "X-Forwarded-For present");
+  }
+  if (request.header("Metadata-Flavor") != "Google") {
+    return refuse(name, {403, "text/html", flavor, "Missing Metadata-Flavor:Google header."},
+                  "Metadata-Flavor missing");
+  }
+  return Response{200, "application/text", flavor,
+                  "projects/" + options_.gcpProjectNumber + "/zones/" + options_.gcpZone};
 }
 
 void CloudMetadataEmulator::setAcrPull(bool granted) {

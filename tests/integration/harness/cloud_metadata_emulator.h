@@ -4,6 +4,10 @@
 //     X-Forwarded-For, requires the api-version and resource query variables, and a client_id (when
 //     given) that names one of its identities; errors are IMDS's {"error", "error_description"}
 //     with HTTP 400. Answers the documented shape (string-valued expires_in/expires_on, ...).
+//   - Azure IMDS: GET /metadata/instance/compute. Requires `Metadata: true`, refuses any
+//     X-Forwarded-For, and requires an api-version it knows; errors are the instance endpoint's
+//     {"error": "Bad request. ..."} with HTTP 400 ("newest-versions" listed when the version is
+//     missing or unknown). Answers the compute document (location, zone, vmId, ...).
 //   - ACR: POST /oauth2/exchange, form-encoded grant_type=access_token, service=<its registry>,
 //     access_token=<a token it issued that has not expired>; errors are the registry's
 //     {"errors": [{"code", "message"}]} (400 malformed, 401 unknown/expired token or no AcrPull).
@@ -11,7 +15,8 @@
 //   - GCP metadata: GET /computeMetadata/v1/instance/service-accounts/default/token. Requires
 //     `Metadata-Flavor: Google`, refuses X-Forwarded-For (403), answers with the Metadata-Flavor
 //     response header and {"access_token", "expires_in", "token_type": "Bearer"}; 404 when the node
-//     has no service account.
+//     has no service account. GET /computeMetadata/v1/instance/zone, with the same checks,
+//     answers "projects/<number>/zones/<zone>" as text/plain with the Metadata-Flavor header.
 // Every refusal is recorded with its reason. Tokens it issued can be checked as a registry would
 // (acceptsGcpToken, acceptsAcrRefreshToken), lifetimes included.
 #pragma once
@@ -39,6 +44,15 @@ class CloudMetadataEmulator {
     std::chrono::seconds refreshTokenLifetime{3 * 3600};
     std::chrono::seconds gcpTokenLifetime{3599};
     bool gcpServiceAccount = true;  // false: the node has none (404)
+    std::string azureLocation = "westeurope";
+    std::string azureZone = "1";  // "" for a VM outside availability zones
+    std::string gcpProjectNumber = "123456789012";
+    std::string gcpZone = "us-central1-a";
+    // When set, every ACR refresh token / GCP access token issued is this value (still recorded
+    // with its lifetime): a registry with an htpasswd file can then accept it. htpasswd's bcrypt
+    // reads at most 72 bytes, so keep them shorter than a real token.
+    std::string fixedAcrRefreshToken;
+    std::string fixedGcpAccessToken;
   };
 
   // Starts the server on its own thread; nullptr (with the reason on stderr) if it cannot listen.
@@ -61,7 +75,8 @@ class CloudMetadataEmulator {
   bool acceptsGcpToken(const std::string& token) const;
   bool acceptsAcrRefreshToken(const std::string& token) const;
 
-  // How many requests each endpoint got: "azure-imds", "acr-exchange", "gcp-token".
+  // How many requests each endpoint got: "azure-imds", "azure-compute", "acr-exchange", "gcp-token",
+  // "gcp-zone".
   int calls(const std::string& endpoint) const;
   // Why requests were refused ("azure-imds: Required metadata header not specified"), oldest first.
   std::vector<std::string> rejections() const;
@@ -77,6 +92,8 @@ class CloudMetadataEmulator {
   Response azureImds(const Request& request);
   Response acrExchange(const Request& request);
   Response gcpToken(const Request& request);
+  Response azureCompute(const Request& request);
+  Response gcpZone(const Request& request);
   Response refuse(const std::string& endpoint, Response response, const std::string& reason);
   std::string randomHex(size_t bytes);
 

@@ -68,6 +68,10 @@ std::unique_ptr<LoopbackHttpServer> LoopbackHttpServer::start(const std::string&
 
 LoopbackHttpServer::~LoopbackHttpServer() {
   stopping_ = true;
+  {
+    std::lock_guard lock(connectionMu_);
+    if (connectionFd_ >= 0) ::shutdown(connectionFd_, SHUT_RDWR);
+  }
   if (thread_.joinable()) {
     // Wakes the blocking accept().
     beast::error_code ec;
@@ -84,6 +88,10 @@ void LoopbackHttpServer::serve() {
     socket_->acceptor.accept(socket, ec);
     if (stopping_) return;
     if (ec) continue;
+    {
+      std::lock_guard lock(connectionMu_);
+      connectionFd_ = socket.native_handle();
+    }
     // A client that stalls must not wedge the server for the next test step.
     timeval timeout{5, 0};
     ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
@@ -113,8 +121,10 @@ void LoopbackHttpServer::serve() {
       response.keep_alive(!connect && message.keep_alive());
       response.prepare_payload();
       http::write(socket, response, ec);
-      if (ec || connect || !message.keep_alive()) break;
+      if (ec || connect || !message.keep_alive() || stopping_) break;
     }
+    std::lock_guard lock(connectionMu_);
+    connectionFd_ = -1;
     socket.shutdown(tcp::socket::shutdown_both, ec);
   }
 }

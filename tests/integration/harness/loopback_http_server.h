@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -52,6 +53,10 @@ class LoopbackHttpServer {
   std::unique_ptr<Socket> socket_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
+  // The connection being served, so the destructor can end it: a client that keeps its
+  // connection busy (dockerd's awslogs driver) would otherwise keep serve() from ever returning.
+  std::mutex connectionMu_;
+  int connectionFd_ = -1;
   std::thread thread_;
 };
 
