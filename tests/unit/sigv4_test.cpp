@@ -15,10 +15,7 @@ namespace {
 
 using nlohmann::json;
 
-std::string fixtureDir() {
-  std::string file = __FILE__;
-  return file.substr(0, file.rfind("/unit/")) + "/fixtures/sigv4";
-}
+std::string fixtureDir() { return std::string(QCS_TEST_FIXTURES_DIR) + "/sigv4"; }
 
 json loadSuite() {
   std::ifstream in(fixtureDir() + "/suite.json");
