@@ -183,7 +183,9 @@ TEST_F(ContainerdAgentTest, CreatesTheSensorExactlyPerSpec) {
 
   // The stand-in saw its arguments; its output went to the capped log file, not a FIFO.
   ASSERT_TRUE(waitFor([&] { return sensorLog().find("standin: args: --registry-sensor") != std::string::npos; }, 20s));
-  EXPECT_NE(sensorLog().find("ACTIVATIONID"), std::string::npos);
+  // The names line comes after the args line, once the stand-in has read its environment.
+  EXPECT_TRUE(waitFor([&] { return sensorLog().find("standin: env:") != std::string::npos; }, 20s));
+  EXPECT_NE(sensorLog().find("ACTIVATIONID"), std::string::npos) << sensorLog();
   ASSERT_TRUE(waitFor([&] { return view().state() == "running"; }, 20s)) << agent_->output();
   json status = agentStatus(*agent_);
   EXPECT_EQ(status["runtime"].value("kind", ""), "containerd");

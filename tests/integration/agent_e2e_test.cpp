@@ -148,10 +148,17 @@ TEST_F(AgentE2ETest, CreatesTheSensorExactlyPerSpec) {
   EXPECT_FALSE(labels["io.qcs-agent.version"].get<std::string>().empty());
 
   // The stand-in saw its arguments and the names of its environment.
-  auto logs = dockerd_->cli(std::string("logs ") + kSensorName);
-  ASSERT_TRUE(logs.ok());
-  EXPECT_NE(logs->find("standin: args: --registry-sensor"), std::string::npos);
-  EXPECT_NE(logs->find("ACTIVATIONID"), std::string::npos);
+  // The names line comes after the args line, once the stand-in has read its environment.
+  std::string logs;
+  EXPECT_TRUE(waitFor(
+      [&] {
+        auto out = dockerd_->cli(std::string("logs ") + kSensorName);
+        logs = out.ok() ? *out : "";
+        return logs.find("standin: env:") != std::string::npos;
+      },
+      20s));
+  EXPECT_NE(logs.find("standin: args: --registry-sensor"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("ACTIVATIONID"), std::string::npos) << logs;
 }
 
 TEST_F(AgentE2ETest, SecretsNeverLeaveTheSensorsEnvironment) {
