@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -214,7 +215,14 @@ int commandRun(const Config& config) {
   Metrics metrics(agentVersion(), agentRevision());
   metrics.setPlatform(node);
   auto detecting = makeDetectingConnector(config);
-  auto connector = makeInstrumentingConnector(*detecting, metrics, clock);
+  // Set on the supervisor's thread (its first connection), read after run() returned on the same one.
+  std::optional<std::string> anotherAgent;
+  Supervisor* running = nullptr;
+  auto locking = makeLockingConnector(*detecting, config, [&](const std::string& why) {
+    anotherAgent = why;
+    if (running) running->requestStop();
+  });
+  auto connector = makeInstrumentingConnector(*locking, metrics, clock);
   auto specSource =
       makeConfigSpecSource(config, std::move(activation.value()), std::move(customer.value()), redactor, node);
 
@@ -245,6 +253,7 @@ int commandRun(const Config& config) {
     spdlog::info("systemd watchdog on: pinging every {}ms from the supervisor loop", options.heartbeatInterval.count());
   }
   Supervisor supervisor(*connector, *specSource, *registryAuth.value(), clock, random, options);
+  running = &supervisor;
 
   {
     // Signals are blocked before any other thread (the HTTP server's) starts, so they all inherit it.
@@ -275,6 +284,11 @@ int commandRun(const Config& config) {
     supervisor.run();
     notifier->stopping();
     notifier->status("stopping");
+  }
+  if (anotherAgent) {
+    // This agent never held a runtime connection, so shutdown has nothing to stop or leave.
+    spdlog::error("{}", *anotherAgent);
+    return kExitFailure;
   }
   supervisor.shutdown();
   spdlog::info("qcs-agent stopped");

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "agent/instance_lock.h"
 #include "agent/version.h"
 #include "platform/acr_auth.h"
 #include "platform/aws_secrets.h"
@@ -214,6 +215,45 @@ class InstrumentingConnector final : public RuntimeConnector {
   const Clock& clock_;
 };
 
+class LockingConnector final : public RuntimeConnector {
+ public:
+  LockingConnector(RuntimeConnector& inner, const Config& config, std::function<void(const std::string&)> onConflict)
+      : inner_(inner),
+        hostRoot_(config.runtime.hostRoot),
+        nameSpace_(config.runtime.containerdNamespace),
+        sensorName_(config.sensor.name),
+        onConflict_(std::move(onConflict)) {}
+
+  Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
+    auto connected = inner_.connect();
+    if (!connected) return connected.error();
+    const auto& info = connected.value()->info();
+    const std::string name = instanceLockName(info.kind, info.endpoint, hostRoot_, nameSpace_, sensorName_);
+    if (lock_ && lock_->name() == name) return connected;
+    std::string what = "sensor '" + sensorName_ + "' on " + info.kind + " at " + info.endpoint;
+    if (info.kind == "containerd") what += " (namespace " + nameSpace_ + ")";
+    auto lock = InstanceLock::acquire(name, what);
+    if (!lock) {
+      if (lock.code() == ErrorCode::kConflict && onConflict_) {
+        onConflict_(lock.message());
+        onConflict_ = nullptr;
+      }
+      return lock.error();
+    }
+    // A different runtime than before (the old one went away): the old lock no longer guards anything.
+    lock_ = std::move(lock.value());
+    return connected;
+  }
+
+ private:
+  RuntimeConnector& inner_;
+  std::string hostRoot_;
+  std::string nameSpace_;
+  std::string sensorName_;
+  std::function<void(const std::string&)> onConflict_;
+  std::unique_ptr<InstanceLock> lock_;
+};
+
 class ConfigSpecSource final : public DesiredSpecSource {
  public:
   ConfigSpecSource(const Config& config, std::unique_ptr<platform::SecretSource> activation,
@@ -257,6 +297,11 @@ std::unique_ptr<RuntimeConnector> makeDetectingConnector(const Config& config) {
 std::unique_ptr<RuntimeConnector> makeInstrumentingConnector(RuntimeConnector& inner, RuntimeObserver& observer,
                                                              const Clock& clock) {
   return std::make_unique<InstrumentingConnector>(inner, observer, clock);
+}
+
+std::unique_ptr<RuntimeConnector> makeLockingConnector(RuntimeConnector& inner, const Config& config,
+                                                       std::function<void(const std::string&)> onConflict) {
+  return std::make_unique<LockingConnector>(inner, config, std::move(onConflict));
 }
 
 std::unique_ptr<DesiredSpecSource> makeConfigSpecSource(const Config& config,

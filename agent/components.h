@@ -3,6 +3,7 @@
 // object graphs from these, so each command sees the configuration the same way.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -46,6 +47,11 @@ std::unique_ptr<RuntimeConnector> makeDetectingConnector(const Config& config);
 // Wraps every runtime `inner` opens so that its calls are timed and counted.
 std::unique_ptr<RuntimeConnector> makeInstrumentingConnector(RuntimeConnector& inner, RuntimeObserver& observer,
                                                              const Clock& clock);
+// Takes the instance lock (agent/instance_lock.h) for every runtime `inner` opens, before the
+// supervisor may touch a container. When another agent holds it, the connection fails and
+// onConflict gets the reason (once), so this agent can end without having touched anything.
+std::unique_ptr<RuntimeConnector> makeLockingConnector(RuntimeConnector& inner, const Config& config,
+                                                       std::function<void(const std::string&)> onConflict);
 // The sensor spec from the config and the current secret values (re-read on every call, so a
 // rotated secret changes the spec); registers the values with the redactor.
 std::unique_ptr<DesiredSpecSource> makeConfigSpecSource(const Config& config,

@@ -277,6 +277,43 @@ TEST_F(AgentE2ETest, ARestartedAgentAdoptsTheSameContainer) {
   EXPECT_EQ(managedCount(), 1);
 }
 
+TEST_F(AgentE2ETest, OfTwoAgentsStartedAtOnceOneSupervisesAndTheOtherExitsClearly) {
+  const std::string yaml = config();
+  auto first = startAgent(yaml, "first");
+  auto second = startAgent(yaml, "second");
+  ASSERT_TRUE(first && second);
+  std::optional<int> firstExit;
+  std::optional<int> secondExit;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        if (!firstExit) firstExit = first->wait(0ms);
+        if (!secondExit) secondExit = second->wait(0ms);
+        return firstExit.has_value() != secondExit.has_value();
+      },
+      20s))
+      << first->output() << second->output();
+  Process& loser = firstExit ? *first : *second;
+  Process& winner = firstExit ? *second : *first;
+  EXPECT_EQ(firstExit ? *firstExit : *secondExit, 1);
+  EXPECT_TRUE(logged(
+      loser, "already supervises sensor '" + std::string(kSensorName) + "' on docker at " + dockerd_->socketPath()))
+      << loser.output();
+  EXPECT_TRUE(logged(loser, "(pid " + std::to_string(winner.pid()) + ")")) << loser.output();
+
+  ASSERT_TRUE(waitRunning()) << winner.output();
+  const std::string started = sensorStartedAt();
+  // A third agent while the winner supervises is refused the same way and touches nothing.
+  auto third = startAgent(yaml, "third");
+  auto thirdExit = third->wait(20s);
+  ASSERT_TRUE(thirdExit.has_value()) << third->output();
+  EXPECT_EQ(*thirdExit, 1);
+  EXPECT_TRUE(logged(*third, "already supervises")) << third->output();
+  EXPECT_TRUE(winner.running());
+  EXPECT_EQ(sensorStartedAt(), started);
+  EXPECT_EQ(managedCount(), 1);
+  EXPECT_EQ(SensorView(winner).restarts("exit"), 0u);
+}
+
 TEST_F(AgentE2ETest, AChangedConfigReplacesTheContainer) {
   agent_ = startAgent(config());
   ASSERT_TRUE(waitRunning()) << agent_->output();
