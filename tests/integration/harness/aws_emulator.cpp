@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/encoding.h"
+#include "harness/sigv4_verifier.h"
 
 namespace qcs::testing {
 
@@ -20,11 +21,6 @@ namespace {
 constexpr const char* kSecretsManagerTarget = "secretsmanager.GetSecretValue";
 constexpr const char* kEcrTarget = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 
-std::string lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return text;
-}
-
 std::string iso8601(std::chrono::system_clock::time_point t) {
   std::time_t s = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
@@ -32,20 +28,6 @@ std::string iso8601(std::chrono::system_clock::time_point t) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
-}
-
-std::optional<std::chrono::system_clock::time_point> parseAmzDate(const std::string& text) {
-  std::tm tm{};
-  int consumed = 0;
-  if (text.size() != 16 ||
-      std::sscanf(text.c_str(), "%4d%2d%2dT%2d%2d%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                  &tm.tm_sec, &consumed) != 6 ||
-      consumed != 16) {
-    return std::nullopt;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
 double epochSeconds(std::chrono::system_clock::time_point t) {
@@ -183,71 +165,19 @@ AwsEmulator::Response AwsEmulator::awsError(int status, const std::string& code,
 
 // Returns "" when the signature holds, else the message; errorCode says which AWS error.
 std::string AwsEmulator::verifySignature(const Request& request, const std::string& service, std::string& errorCode) {
-  errorCode = "InvalidSignatureException";
-  const std::string authorization = request.header("Authorization");
-  if (authorization.empty()) {
-    errorCode = "MissingAuthenticationTokenException";
-    return "Missing Authentication Token";
+  if (const std::string authorization = request.header("Authorization"); !authorization.empty()) {
+    authorizations_.push_back(authorization);
   }
-  authorizations_.push_back(authorization);
-  auto parsed = platform::parseSigV4Authorization(authorization);
-  if (!parsed) {
-    errorCode = "IncompleteSignatureException";
-    return "Authorization header requires Credential, SignedHeaders and Signature";
-  }
-  auto key = keys_.find(parsed->accessKeyId);
-  if (key == keys_.end()) {
-    errorCode = "UnrecognizedClientException";
-    return "The security token included in the request is invalid.";
-  }
-  if (!key->second.token.empty() && request.header("X-Amz-Security-Token") != key->second.token) {
-    errorCode = "UnrecognizedClientException";
-    return "The security token included in the request is invalid.";
-  }
-  if (key->second.expired || std::chrono::system_clock::now() >= key->second.expires) {
-    errorCode = "ExpiredTokenException";
-    return "The security token included in the request is expired";
-  }
-  auto date = parseAmzDate(request.header("X-Amz-Date"));
-  if (!date) {
-    errorCode = "IncompleteSignatureException";
-    return "X-Amz-Date is missing or not in the basic ISO 8601 format";
-  }
-  const auto skew = std::chrono::system_clock::now() - *date;
-  if (skew > std::chrono::minutes(5) || skew < -std::chrono::minutes(5)) {
-    return "Signature expired: " + request.header("X-Amz-Date") + " is more than 5 minutes away from now";
-  }
-  if (parsed->date != request.header("X-Amz-Date").substr(0, 8)) {
-    return "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP";
-  }
-  if (parsed->region != options_.region) return "Credential should be scoped to a valid region.";
-  if (parsed->service != service) return "Credential should be scoped to correct service: '" + service + "'.";
-  // Recompute over exactly the headers the client says it signed.
-  std::vector<std::string> signedNames;
-  std::stringstream names(parsed->signedHeaders);
-  for (std::string name; std::getline(names, name, ';');) signedNames.push_back(name);
-  if (std::find(signedNames.begin(), signedNames.end(), "host") == signedNames.end()) {
-    return "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.";
-  }
-  platform::SigV4Request toCheck;
-  toCheck.method = request.method;
-  toCheck.path = request.target.substr(0, request.target.find('?'));
-  if (auto q = request.target.find('?'); q != std::string::npos) {
-    toCheck.query = platform::parseQueryString(request.target.substr(q + 1));
-  }
-  for (const auto& [name, value] : request.headers) {
-    if (std::find(signedNames.begin(), signedNames.end(), lower(name)) != signedNames.end()) {
-      toCheck.headers.emplace_back(name, value);
-    }
-  }
-  toCheck.body = request.body;
-  platform::AwsCredentials creds{parsed->accessKeyId, key->second.secret, key->second.token, std::nullopt, "emulator"};
-  auto expected = platform::signSigV4(toCheck, creds, platform::SigV4Scope{options_.region, service, *date});
-  if (!expected || expected->signature != parsed->signature || expected->signedHeaders != parsed->signedHeaders) {
-    return "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
-           "Access Key and signing method.";
-  }
-  return {};
+  const auto lookup = [this](const std::string& accessKeyId) -> std::optional<SigV4Key> {
+    auto key = keys_.find(accessKeyId);
+    if (key == keys_.end()) return std::nullopt;
+    return SigV4Key{key->second.secret, key->second.token,
+                    key->second.expired || std::chrono::system_clock::now() >= key->second.expires};
+  };
+  auto rejection = verifySigV4(request, lookup, options_.region, service);
+  if (!rejection) return {};
+  errorCode = rejection->errorCode;
+  return rejection->message;
 }
 
 AwsEmulator::Response AwsEmulator::awsJson(const Request& request) {

@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "platform/sigv4.h"
+#include "harness/sigv4_verifier.h"
 
 namespace qcs::testing {
 
@@ -19,25 +19,6 @@ namespace {
 constexpr const char* kTargetPrefix = "Logs_20140328.";
 constexpr const char* kService = "logs";
 constexpr const char* kJsonContentType = "application/x-amz-json-1.1";
-
-std::string lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return text;
-}
-
-std::optional<std::chrono::system_clock::time_point> parseAmzDate(const std::string& text) {
-  std::tm tm{};
-  int consumed = 0;
-  if (text.size() != 16 ||
-      std::sscanf(text.c_str(), "%4d%2d%2dT%2d%2d%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                  &tm.tm_sec, &consumed) != 6 ||
-      consumed != 16) {
-    return std::nullopt;
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
 
 // The named member when it is a non-empty string.
 std::optional<std::string> stringMember(const json& doc, const char* name) {
@@ -93,64 +74,15 @@ LoopbackHttpResponse CloudWatchLogsEmulator::handle(const LoopbackHttpRequest& r
 }
 
 std::string CloudWatchLogsEmulator::verifySignature(const LoopbackHttpRequest& request, std::string& errorCode) const {
-  errorCode = "InvalidSignatureException";
-  const std::string authorization = request.header("Authorization");
-  if (authorization.empty()) {
-    errorCode = "MissingAuthenticationTokenException";
-    return "Missing Authentication Token";
-  }
-  auto parsed = platform::parseSigV4Authorization(authorization);
-  if (!parsed) {
-    errorCode = "IncompleteSignatureException";
-    return "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters";
-  }
-  if (parsed->accessKeyId != options_.accessKeyId || request.hasHeader("X-Amz-Security-Token")) {
-    // A long-term key never comes with a session token; AWS rejects either mismatch this way.
-    errorCode = "UnrecognizedClientException";
-    return "The security token included in the request is invalid.";
-  }
-  const std::string amzDateText = request.header("X-Amz-Date");
-  auto date = parseAmzDate(amzDateText);
-  if (!date) {
-    errorCode = "IncompleteSignatureException";
-    return "X-Amz-Date is missing or not in the basic ISO 8601 format";
-  }
-  const auto skew = std::chrono::system_clock::now() - *date;
-  if (skew > std::chrono::minutes(5) || skew < -std::chrono::minutes(5)) {
-    return "Signature expired: " + amzDateText + " is more than 5 minutes away from now";
-  }
-  if (parsed->date != amzDateText.substr(0, 8)) {
-    return "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP";
-  }
-  if (parsed->region != options_.region) return "Credential should be scoped to a valid region.";
-  if (parsed->service != kService) return "Credential should be scoped to correct service: 'logs'.";
-  std::vector<std::string> signedNames;
-  std::stringstream names(parsed->signedHeaders);
-  for (std::string name; std::getline(names, name, ';');) signedNames.push_back(name);
-  if (std::find(signedNames.begin(), signedNames.end(), "host") == signedNames.end()) {
-    return "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.";
-  }
-  // Recompute over exactly the headers the client says it signed, as AWS does.
-  platform::SigV4Request toCheck;
-  toCheck.method = request.method;
-  toCheck.path = request.target.substr(0, request.target.find('?'));
-  if (auto q = request.target.find('?'); q != std::string::npos) {
-    toCheck.query = platform::parseQueryString(request.target.substr(q + 1));
-  }
-  for (const auto& [name, value] : request.headers) {
-    if (std::find(signedNames.begin(), signedNames.end(), lower(name)) != signedNames.end()) {
-      toCheck.headers.emplace_back(name, value);
-    }
-  }
-  toCheck.body = request.body;
-  const platform::AwsCredentials credentials{options_.accessKeyId, options_.secretAccessKey, "", std::nullopt,
-                                             "emulator"};
-  auto expected = platform::signSigV4(toCheck, credentials, platform::SigV4Scope{options_.region, kService, *date});
-  if (!expected || expected->signature != parsed->signature || expected->signedHeaders != parsed->signedHeaders) {
-    return "The request signature we calculated does not match the signature you provided. Check your AWS Secret "
-           "Access Key and signing method. Consult the service documentation for details.";
-  }
-  return {};
+  // Its one long-term key: no session token.
+  const auto lookup = [this](const std::string& accessKeyId) -> std::optional<SigV4Key> {
+    if (accessKeyId != options_.accessKeyId) return std::nullopt;
+    return SigV4Key{options_.secretAccessKey, "", false};
+  };
+  auto rejection = verifySigV4(request, lookup, options_.region, kService);
+  if (!rejection) return {};
+  errorCode = rejection->errorCode;
+  return rejection->message;
 }
 
 LoopbackHttpResponse CloudWatchLogsEmulator::createLogGroup(const std::string& body) {
