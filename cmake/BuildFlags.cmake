@@ -19,7 +19,7 @@ if(QCS_FUZZ)
   # Every project library gets libFuzzer's coverage instrumentation; only the harnesses link the
   # fuzzer runtime (-fsanitize=fuzzer, in tests/fuzz). UBSan findings abort so the fuzzer sees them.
   if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
-    message(FATAL_ERROR "QCS_FUZZ=ON needs clang (libFuzzer); configure with `cmake --preset fuzz`")
+    message(FATAL_ERROR "QCS_FUZZ=ON needs clang (libFuzzer); configure with `cmake --preset sanitize`")
   endif()
   target_compile_options(qcs_build_flags INTERFACE -fsanitize=fuzzer-no-link -fno-sanitize-recover=all)
 endif()

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harnesses (the `fuzz` preset: clang, ASan + UBSan) and runs each of them for
+# Builds the libFuzzer harnesses (the `sanitize` preset: clang, ASan + UBSan) and runs each of them for
 # a bounded time on a scratch copy of its committed seed corpus (tests/fuzz/corpus/<name>, never
 # written to). Exits non-zero when any fuzzer finds a crash, a sanitizer report, a timeout, an
-# out-of-memory or a broken invariant; the reproducers are left in build/fuzz/artifacts.
+# out-of-memory or a broken invariant; the reproducers are left in build/sanitize/artifacts.
 #   scripts/fuzz.sh                          # every fuzzer, 60 s each
 #   QCS_FUZZ_SECONDS=20 scripts/fuzz.sh      # shorter
 #   scripts/fuzz.sh config sigv4             # only these fuzzers
-# Replay one reproducer: build/fuzz/tests/fuzz/<name>_fuzzer build/fuzz/artifacts/<name>-crash-...
+# Replay one reproducer: build/sanitize/tests/fuzz/<name>_fuzzer build/sanitize/artifacts/<name>-crash-...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${QCS_FUZZ_SECONDS:-60}
-build=build/fuzz
+build=build/sanitize
 artifacts=$build/artifacts
 scratch=$build/corpus-run
 logs=$build/logs
@@ -23,7 +23,7 @@ else
   for dir in tests/fuzz/corpus/*/; do names+=("$(basename "$dir")"); done
 fi
 
-cmake --preset fuzz >/dev/null
+cmake --preset sanitize >/dev/null
 targets=()
 for name in "${names[@]}"; do
   [[ -d tests/fuzz/corpus/$name ]] || { echo "fuzz.sh: no fuzzer named '$name' (see tests/fuzz/corpus/)" >&2; exit 2; }

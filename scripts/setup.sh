@@ -14,7 +14,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # the real things the tests run against
   docker.io containerd runc busybox-static docker-registry apache2-utils curl iproute2 procps prometheus
-  wrk jq  # bench/run.sh: the /metrics load generator, its JSON reading
+  wrk jq linux-perf  # bench/run.sh: the /metrics load generator, its JSON reading, the scrape profile
   openssl  # the check command's tests: a loopback HTTPS server with a self-signed certificate
   clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer with ASan+UBSan
   rpm debootstrap dpkg-dev file binutils  # packaging tests: .rpm, the boot test's clean Debian, inspection

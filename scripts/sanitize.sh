@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# CI's sanitizer and fuzz jobs (issue 7), after scripts/test.sh:
+#  1. the `sanitize` build (clang, ASan + UBSan with no recovery, libFuzzer instrumentation): every
+#     unit and integration test, so the agent binary the integration tests start runs sanitized too;
+#     any report aborts the process and fails its test;
+#  2. every libFuzzer harness for QCS_FUZZ_SECONDS (default 45) on its seed corpus, same build;
+#  3. the `tsan` build (gcc, ThreadSanitizer): the supervisor, HTTP server, metrics and instance-lock
+#     unit tests (the supervisor's event threads and the HTTP server's io thread run for real there).
+# Needs root (the integration tests start their own dockerd, containerd and registry).
+#   scripts/sanitize.sh                # all three
+#   scripts/sanitize.sh asan|fuzz|tsan # one of them
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=${1:-all}
+scripts/setup.sh
+
+# halt_on_error: the first report ends the process with a non-zero status, so the test fails.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:halt_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}
+
+if [[ $jobs == all || $jobs == asan || $jobs == fuzz ]]; then
+  cmake --preset sanitize >/dev/null
+  cmake --build --preset sanitize
+fi
+if [[ $jobs == all || $jobs == asan ]]; then
+  echo "=== ASan + UBSan: unit and integration tests"
+  ctest --preset sanitize -L 'unit|integration' -j "${QCS_TEST_JOBS:-2}"
+fi
+if [[ $jobs == all || $jobs == fuzz ]]; then
+  echo "=== libFuzzer: ${QCS_FUZZ_SECONDS:-45}s per harness"
+  QCS_FUZZ_SECONDS=${QCS_FUZZ_SECONDS:-45} scripts/fuzz.sh
+fi
+if [[ $jobs == all || $jobs == tsan ]]; then
+  echo "=== ThreadSanitizer: supervisor, HTTP server, metrics, instance lock"
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan --target qcs_unit_tests
+  # TSan's shadow memory needs the classic address-space layout; newer kernels randomise more bits
+  # than gcc 12's TSan accepts, so the tests run with randomisation off for this process tree.
+  setarch "$(uname -m)" -R ctest --preset tsan -j "${QCS_TEST_JOBS:-2}" \
+    -R '^(Supervisor[A-Za-z]*|HealthProbeTest|RestartBackoffTest|StatsSamplingTest|HttpServerTest|MetricsTest|InstanceLock[A-Za-z]*)\.'
+fi
