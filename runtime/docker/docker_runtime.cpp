@@ -6,16 +6,28 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <type_traits>
 
 #include "common/encoding.h"
 
 namespace qcs::runtime::docker {
+
+struct ApiVersionState {
+  std::mutex mutex;
+  // Notified when the prefix changes and when a watcher is told to stop: a watcher waiting out its
+  // backoff re-dials at once with the new version.
+  std::condition_variable changed;
+  std::string prefix;  // "/v1.41"
+  uint64_t generation = 0;
+};
 
 namespace {
 
@@ -54,13 +66,72 @@ std::map<std::string, std::string> stringMap(const json* object) {
   return out;
 }
 
+// The document, or a discarded value when the text is not JSON or nests deeper than kMaxJsonDepth.
+json parseJson(std::string_view text) {
+  if (!jsonNestingWithin(text)) return json(json::value_t::discarded);
+  return json::parse(text, nullptr, false);
+}
+
+// An integer field that fits T; nullopt when absent, not an integer or out of range.
+template <typename T>
+std::optional<T> integerField(const json& object, const char* key) {
+  if (!object.is_object()) return std::nullopt;
+  auto it = object.find(key);
+  if (it == object.end()) return std::nullopt;
+  if (it->is_number_unsigned()) {
+    const auto value = it->get<uint64_t>();
+    if (value > uint64_t(std::numeric_limits<T>::max())) return std::nullopt;
+    return T(value);
+  }
+  if (it->is_number_integer()) {
+    const auto value = it->get<int64_t>();
+    if constexpr (std::is_signed_v<T>) {
+      if (value < int64_t(std::numeric_limits<T>::min()) || value > int64_t(std::numeric_limits<T>::max())) {
+        return std::nullopt;
+      }
+    } else {
+      if (value < 0 || uint64_t(value) > uint64_t(std::numeric_limits<T>::max())) return std::nullopt;
+    }
+    return T(value);
+  }
+  return std::nullopt;
+}
+
+std::string capped(std::string text, size_t limit = kMaxErrorBody) {
+  if (text.size() > limit) text = text.substr(0, limit) + "...";
+  return text;
+}
+
 // Docker answers errors as {"message": "..."}; anything else is shown trimmed and capped.
 std::string daemonMessage(const std::string& body) {
-  json parsed = json::parse(body, nullptr, false);
-  std::string message = stringField(parsed, "message");
+  json parsed = parseJson(body);
+  std::string message = capped(stringField(parsed, "message"));
   if (message.empty()) message = std::string(trim(body.substr(0, kMaxErrorBody)));
   if (message.empty()) message = "(no message)";
   return message;
+}
+
+// The JSON document of a successful answer, checked before any field is used: the content type
+// (when the peer names one) says JSON, the nesting is bounded and the text parses. `what` names
+// the request for the error ("GET /containers/json").
+Result<json> jsonAnswer(const HttpResponse& response, const std::string& socketPath, const std::string& what) {
+  const std::string contentType = lowerCase(response.header("Content-Type"));
+  if (!contentType.empty() && contentType.find("json") == std::string::npos) {
+    return makeError(ErrorCode::kProtocol, "docker: " + socketPath + " answered " + what + " with " +
+                                               capped(contentType, 100) +
+                                               ", not JSON (is it the Docker daemon that listens there?)");
+  }
+  if (!jsonNestingWithin(response.body)) {
+    return makeError(ErrorCode::kProtocol, "docker: " + socketPath + " answered " + what +
+                                               " with JSON nested deeper than " + std::to_string(kMaxJsonDepth) +
+                                               " levels (no Docker answer does; is it the Docker daemon?)");
+  }
+  json document = json::parse(response.body, nullptr, false);
+  if (document.is_discarded()) {
+    return makeError(ErrorCode::kProtocol, "docker: " + socketPath + " answered " + what + " with invalid JSON (" +
+                                               std::to_string(response.body.size()) + " bytes)");
+  }
+  return document;
 }
 
 ErrorCode codeForStatus(long status) {
@@ -117,44 +188,47 @@ Status checkReferenceChars(const std::string& reference) {
   return okStatus();
 }
 
-// A streamed response body: newline-delimited JSON lines while the status is 200, otherwise an
-// error body kept up to kMaxErrorBody bytes for the message.
+// A streamed response body: newline-delimited lines (at most kMaxStreamLineBytes each) while the
+// status is 200, otherwise an error body kept up to kMaxErrorBody bytes for the message.
 class StreamedBody {
  public:
-  explicit StreamedBody(std::function<void(std::string_view)> onLine) : onLine_(std::move(onLine)) {}
+  // onLine returns false to end the stream (and keeps its own note of why).
+  explicit StreamedBody(LineSplitter::LineFn onLine) : lines_(kMaxStreamLineBytes, std::move(onLine)) {}
 
   void setStatus(long status) { status_ = status; }
   long status() const { return status_; }
-  void feed(std::string_view chunk) {
+  // False: end the transfer (failure() says why).
+  bool feed(std::string_view chunk) {
     if (status_ != 200) {
       if (errorBody_.size() < kMaxErrorBody) errorBody_.append(chunk.substr(0, kMaxErrorBody - errorBody_.size()));
-      return;
+      return true;
     }
-    pending_.append(chunk);
-    size_t start = 0;
-    for (size_t newline = pending_.find('\n'); newline != std::string::npos; newline = pending_.find('\n', start)) {
-      onLine_(std::string_view(pending_).substr(start, newline - start));
-      start = newline + 1;
+    if (lines_.feed(chunk)) return true;
+    if (lines_.overflowed() && failure_.empty()) {
+      failure_ = "sent a line longer than " + humanBytes(kMaxStreamLineBytes) + " (the most the agent holds of one)";
     }
-    pending_.erase(0, start);
+    return false;
   }
   // The last line when the body did not end with a newline.
   void finish() {
-    if (status_ == 200 && !pending_.empty()) onLine_(pending_);
-    pending_.clear();
+    if (status_ == 200) lines_.finish();
   }
+  // Why the stream was ended from this side ("" when it was not).
+  const std::string& failure() const { return failure_; }
   const std::string& errorBody() const { return errorBody_; }
 
  private:
-  std::function<void(std::string_view)> onLine_;
+  LineSplitter lines_;
   long status_ = 0;
-  std::string pending_;
   std::string errorBody_;
+  std::string failure_;
 };
 
 std::optional<std::pair<int, int>> parseApiVersion(const std::string& text) {
   const auto dot = text.find('.');
   if (dot == std::string::npos || dot == 0 || dot + 1 >= text.size()) return std::nullopt;
+  // Six digits a part is plenty and keeps the arithmetic far from overflow.
+  if (dot > 6 || text.size() - dot - 1 > 6) return std::nullopt;
   int major = 0;
   int minor = 0;
   for (size_t i = 0; i < dot; ++i) {
@@ -173,7 +247,8 @@ std::string versionFromServerHeader(const std::string& server) {
   const auto slash = server.find('/');
   if (slash == std::string::npos) return {};
   const auto end = server.find(' ', slash);
-  return server.substr(slash + 1, end == std::string::npos ? std::string::npos : end - slash - 1);
+  const std::string version = server.substr(slash + 1, end == std::string::npos ? std::string::npos : end - slash - 1);
+  return version.substr(0, 64);
 }
 
 ContainerState stateFromDocker(const std::string& status) {
@@ -206,11 +281,25 @@ bool readDigits(const std::string& text, size_t pos, size_t width, int& out) {
 
 // ---- Event watcher ------------------------------------------------------------------------------
 
+// The RuntimeEvent of one /events object; nullopt for events the supervisor does not need.
+std::optional<RuntimeEvent> eventFromJson(const json& event);
+
+// Up to 80 bytes of what a peer sent, control and non-ASCII bytes shown as '?', for an error.
+std::string printablePrefix(std::string_view bytes) {
+  std::string out;
+  for (unsigned char c : bytes.substr(0, 80)) out.push_back(c >= 0x20 && c < 0x7f ? char(c) : '?');
+  if (bytes.size() > 80) out += "...";
+  return out;
+}
+
 class DockerEventWatcher final : public EventWatcher {
  public:
-  DockerEventWatcher(const std::string& socketPath, milliseconds connectTimeout, std::string target,
-                     RuntimeEventFn onEvent)
-      : client_(socketPath, "docker", connectTimeout), target_(std::move(target)), onEvent_(std::move(onEvent)) {
+  DockerEventWatcher(const std::string& socketPath, milliseconds connectTimeout, std::shared_ptr<ApiVersionState> api,
+                     std::string pathAndQuery, RuntimeEventFn onEvent)
+      : client_(socketPath, "docker", connectTimeout),
+        api_(std::move(api)),
+        pathAndQuery_(std::move(pathAndQuery)),
+        onEvent_(std::move(onEvent)) {
     ensureCurlInitialized();
     multi_.reset(curl_multi_init());
     thread_ = std::thread([this] { run(); });
@@ -218,11 +307,11 @@ class DockerEventWatcher final : public EventWatcher {
 
   ~DockerEventWatcher() override {
     {
-      std::lock_guard lock(mutex_);
+      std::lock_guard lock(api_->mutex);
       stopping_ = true;
     }
     if (multi_) curl_multi_wakeup(multi_.get());
-    wakeBackoff_.notify_all();
+    api_->changed.notify_all();
     thread_.join();
   }
 
@@ -240,20 +329,28 @@ class DockerEventWatcher final : public EventWatcher {
     milliseconds backoff = kEventBackoffInitial;
     bool reportedLost = false;
     while (!stopping_) {
+      uint64_t generation = 0;
+      std::string prefix;
+      {
+        std::lock_guard lock(api_->mutex);
+        generation = api_->generation;
+        prefix = api_->prefix;
+      }
       bool connected = false;
       std::string reason;
+      const auto began = std::chrono::steady_clock::now();
       try {
-        reason = streamOnce(connected);
+        reason = streamOnce(prefix + pathAndQuery_, connected);
       } catch (const std::exception& e) {
         reason = std::string("docker: event watcher failed: ") + e.what();
       } catch (...) {
         reason = "docker: event watcher failed with an unknown exception";
       }
       if (stopping_) break;
-      if (connected) {
-        backoff = kEventBackoffInitial;
-        reportedLost = false;
-      }
+      if (connected) reportedLost = false;
+      // Only a connection that stayed healthy for a while starts the backoff over: a peer that
+      // answers and then misbehaves at once is re-dialled less and less often, not every 250ms.
+      if (connected && std::chrono::steady_clock::now() - began >= kHealthyStreamTime) backoff = kEventBackoffInitial;
       // Report the transition to "lost" once; failed reconnects do not repeat it.
       if (!reportedLost) {
         reportedLost = true;
@@ -263,16 +360,26 @@ class DockerEventWatcher final : public EventWatcher {
           // The callback's failure must not end the watcher.
         }
       }
-      std::unique_lock lock(mutex_);
-      wakeBackoff_.wait_for(lock, backoff, [this] { return stopping_.load(); });
-      backoff = std::min(backoff * 2, kEventBackoffMax);
+      std::unique_lock lock(api_->mutex);
+      const bool renegotiated =
+          api_->changed.wait_for(lock, backoff, [&] { return stopping_.load() || api_->generation != generation; });
+      // A new API version (ping() found another daemon) is worth a prompt try of its own.
+      backoff = renegotiated && !stopping_ ? kEventBackoffInitial : std::min(backoff * 2, kEventBackoffMax);
     }
   }
 
-  // One connection to /events. Returns why it ended.
-  std::string streamOnce(bool& connected) {
+  // One connection to target (/vX.Y/events?filters=...). Returns why it ended.
+  std::string streamOnce(const std::string& target, bool& connected) {
+    std::string violation;
     StreamedBody body([&](std::string_view line) {
-      if (auto event = parseDockerEvent(line)) emit(*event);
+      if (trim(line).empty()) return true;
+      json event = parseJson(line);
+      if (!event.is_object()) {
+        violation = "sent a line that is not a JSON event: " + printablePrefix(line);
+        return false;
+      }
+      if (auto parsed = eventFromJson(event)) emit(*parsed);
+      return !stopping_;
     });
     auto onHeaders = [&](const HttpResponse& head) {
       body.setStatus(head.status);
@@ -282,13 +389,10 @@ class DockerEventWatcher final : public EventWatcher {
       }
       return !stopping_;
     };
-    auto onBody = [&](std::string_view chunk) {
-      body.feed(chunk);
-      return !stopping_;
-    };
+    auto onBody = [&](std::string_view chunk) { return body.feed(chunk) && !stopping_; };
 
     HttpRequest request;
-    request.target = target_;
+    request.target = target;
     auto prepared = client_.prepare(request, onBody, onHeaders);
     if (!prepared.ok()) return prepared.message();
     std::unique_ptr<HttpTransfer> transfer = std::move(prepared).value();
@@ -325,22 +429,24 @@ class DockerEventWatcher final : public EventWatcher {
     }
     curl_multi_remove_handle(multi, transfer->handle());
     if (stopping_) return {};
+    const std::string stream = "docker: the event stream from " + client_.socketPath();
+    if (!violation.empty()) return stream + " " + violation;
+    if (!body.failure().empty()) return stream + " " + body.failure();
     if (!multiFailure.empty()) return multiFailure;
     auto response = transfer->finish(result);
     if (!response.ok()) return response.message();
     if (body.status() != 200) {
-      return "docker: " + target_ + " answered HTTP " + std::to_string(body.status()) + ": " +
+      return "docker: " + target + " answered HTTP " + std::to_string(body.status()) + ": " +
              daemonMessage(body.errorBody());
     }
-    return "docker: the event stream from " + client_.socketPath() + " ended (the daemon closed it)";
+    return stream + " ended (the daemon closed it)";
   }
 
   UnixHttpClient client_;
-  std::string target_;
+  std::shared_ptr<ApiVersionState> api_;
+  std::string pathAndQuery_;
   RuntimeEventFn onEvent_;
   CurlMultiPtr multi_;
-  std::mutex mutex_;
-  std::condition_variable wakeBackoff_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
@@ -516,8 +622,79 @@ std::optional<std::chrono::system_clock::time_point> newestLogTimestamp(std::str
   return newest;
 }
 
-Result<ContainerInfo> parseContainerInspect(std::string_view text) {
-  json root = json::parse(text, nullptr, false);
+bool jsonNestingWithin(std::string_view text, size_t maxDepth) {
+  size_t depth = 0;
+  bool inString = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (inString) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        inString = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"': inString = true; break;
+      case '[':
+      case '{':
+        if (++depth > maxDepth) return false;
+        break;
+      case ']':
+      case '}':
+        if (depth > 0) --depth;
+        break;
+      default: break;
+    }
+  }
+  return true;
+}
+
+bool LineSplitter::feed(std::string_view chunk) {
+  if (stopped_) return false;
+  // Only the new bytes are searched: a long line arriving in small pieces stays linear.
+  size_t searchFrom = pending_.size();
+  pending_.append(chunk);
+  size_t start = 0;
+  for (size_t newline = pending_.find('\n', searchFrom); newline != std::string::npos;
+       newline = pending_.find('\n', start)) {
+    if (newline - start > maxLineBytes_) {
+      overflowed_ = stopped_ = true;
+      pending_.clear();
+      return false;
+    }
+    if (!onLine_(std::string_view(pending_).substr(start, newline - start))) {
+      stopped_ = true;
+      pending_.clear();
+      return false;
+    }
+    start = newline + 1;
+  }
+  pending_.erase(0, start);
+  if (pending_.size() > maxLineBytes_) {
+    overflowed_ = stopped_ = true;
+    pending_.clear();
+    pending_.shrink_to_fit();
+    return false;
+  }
+  return true;
+}
+
+bool LineSplitter::finish() {
+  if (stopped_) return false;
+  stopped_ = true;
+  if (pending_.empty()) return true;
+  std::string last = std::move(pending_);
+  pending_.clear();
+  return onLine_(last);
+}
+
+namespace {
+
+Result<ContainerInfo> inspectFromJson(const json& root) {
   if (!root.is_object()) {
     return makeError(ErrorCode::kProtocol, "docker: container inspect answered something that is not a JSON object");
   }
@@ -532,9 +709,7 @@ Result<ContainerInfo> parseContainerInspect(std::string_view text) {
   }
   if (const json* state = objectField(root, "State")) {
     info.state = stateFromDocker(stringField(*state, "Status"));
-    if (auto it = state->find("ExitCode"); it != state->end() && it->is_number_integer()) {
-      info.exitCode = it->get<int>();
-    }
+    if (auto code = integerField<int>(*state, "ExitCode")) info.exitCode = *code;
     if (auto it = state->find("OOMKilled"); it != state->end() && it->is_boolean()) {
       info.oomKilled = it->get<bool>();
     }
@@ -548,14 +723,22 @@ Result<ContainerInfo> parseContainerInspect(std::string_view text) {
   return info;
 }
 
+}  // namespace
+
+Result<ContainerInfo> parseContainerInspect(std::string_view text) { return inspectFromJson(parseJson(text)); }
+
 Result<ContainerStats> parseContainerStats(std::string_view text) {
-  json root = json::parse(text, nullptr, false);
+  json root = parseJson(text);
   if (!root.is_object()) return makeError(ErrorCode::kProtocol, "docker: container stats are not a JSON object");
   auto unsignedAt = [](const json& parent, const char* key) -> std::optional<uint64_t> {
+    if (auto value = integerField<uint64_t>(parent, key)) return value;
     if (!parent.is_object()) return std::nullopt;
+    // A float where a counter belongs is taken when it is one; NaN, negatives and overflow are not.
     auto it = parent.find(key);
-    if (it == parent.end() || !it->is_number()) return std::nullopt;
-    return it->get<uint64_t>();
+    if (it == parent.end() || !it->is_number_float()) return std::nullopt;
+    const double value = it->get<double>();
+    if (!std::isfinite(value) || value < 0 || value >= 18446744073709551615.0) return std::nullopt;
+    return uint64_t(value);
   };
   ContainerStats stats;
   if (const json* cpu = objectField(root, "cpu_stats")) {
@@ -578,8 +761,11 @@ Result<ContainerStats> parseContainerStats(std::string_view text) {
   return stats;
 }
 
-std::optional<RuntimeEvent> parseDockerEvent(std::string_view jsonLine) {
-  json event = json::parse(jsonLine, nullptr, false);
+std::optional<RuntimeEvent> parseDockerEvent(std::string_view jsonLine) { return eventFromJson(parseJson(jsonLine)); }
+
+namespace {
+
+std::optional<RuntimeEvent> eventFromJson(const json& event) {
   if (!event.is_object()) return std::nullopt;
   const std::string type = stringField(event, "Type");
   if (!type.empty() && type != "container") return std::nullopt;
@@ -618,11 +804,64 @@ std::optional<RuntimeEvent> parseDockerEvent(std::string_view jsonLine) {
   return out;
 }
 
+}  // namespace
+
+// ---- The handshake -----------------------------------------------------------------------------
+
+namespace {
+
+struct PingAnswer {
+  std::string apiVersion;  // as the server says it
+  std::string serverVersion;
+};
+
+// GET /_ping without a version prefix: a Docker daemon answers 200 "OK" with its API-Version.
+Result<PingAnswer> pingUnversioned(const UnixHttpClient& client, milliseconds timeout) {
+  HttpRequest request;
+  request.target = "/_ping";
+  request.totalTimeout = timeout;
+  request.maxBodyBytes = kMaxPingBytes;
+  auto response = client.send(request);
+  if (!response.ok()) return response.error();
+  const std::string apiVersion = response->header("API-Version");
+  if (response->status != 200 || apiVersion.empty()) {
+    return makeError(ErrorCode::kProtocol,
+                     "docker: " + client.socketPath() + " answered /_ping with HTTP " +
+                         std::to_string(response->status) +
+                         (apiVersion.empty() ? " and no API-Version header; is it a Docker socket?" : ""));
+  }
+  if (trim(response->body) != "OK") {
+    return makeError(ErrorCode::kProtocol, "docker: " + client.socketPath() + " answered /_ping with \"" +
+                                               printablePrefix(response->body) +
+                                               "\" instead of \"OK\"; is it a Docker socket?");
+  }
+  return PingAnswer{apiVersion, versionFromServerHeader(response->header("Server"))};
+}
+
+Result<std::string> negotiate(const std::string& socketPath, const std::string& serverApi) {
+  auto parsed = parseApiVersion(serverApi);
+  if (!parsed) {
+    return makeError(ErrorCode::kProtocol, "docker: " + socketPath + " reports API version \"" +
+                                               printablePrefix(serverApi) + "\", which is not MAJOR.MINOR");
+  }
+  auto [major, minor] = *parsed;
+  if (major > 1) return std::string("1." + std::to_string(kMaxApiMinor));
+  if (major < 1 || minor < kMinApiMinor) {
+    return makeError(ErrorCode::kConflict, "docker: the daemon on " + socketPath + " speaks Engine API " + serverApi +
+                                               ", older than 1." + std::to_string(kMinApiMinor) +
+                                               " (Docker 19.03) which this agent needs; upgrade Docker");
+  }
+  return "1." + std::to_string(std::min(minor, kMaxApiMinor));
+}
+
+}  // namespace
+
 // ---- DockerRuntime ------------------------------------------------------------------------------
 
 DockerRuntime::DockerRuntime(std::string socketPath, std::string apiVersion, std::string daemonVersion,
                              milliseconds timeout)
-    : apiPrefix_("/v" + apiVersion), timeout_(timeout), client_(socketPath, "docker", timeout) {
+    : api_(std::make_shared<ApiVersionState>()), timeout_(timeout), client_(socketPath, "docker", timeout) {
+  api_->prefix = "/v" + apiVersion;
   info_.kind = "docker";
   info_.endpoint = std::move(socketPath);
   info_.version = std::move(daemonVersion);
@@ -631,22 +870,54 @@ DockerRuntime::DockerRuntime(std::string socketPath, std::string apiVersion, std
 
 milliseconds DockerRuntime::slowTimeout() const { return std::max(timeout_, kSlowOperationMinimum); }
 
-Result<HttpResponse> DockerRuntime::call(const std::string& method, const std::string& pathAndQuery, std::string body,
-                                         milliseconds totalTimeout) const {
-  HttpRequest request;
-  request.method = method;
-  request.target = apiPrefix_ + pathAndQuery;
-  request.body = std::move(body);
-  request.totalTimeout = totalTimeout;
-  return client_.send(request);
+std::string DockerRuntime::apiPrefix() const {
+  std::lock_guard lock(api_->mutex);
+  return api_->prefix;
 }
 
-Status DockerRuntime::ping() {
-  auto response = call("GET", "/_ping", {}, timeout_);
-  if (!response.ok()) return response.error();
-  if (response->status != 200) return httpError(*response, "ping on " + info_.endpoint);
+Result<HttpResponse> DockerRuntime::call(const std::string& method, const std::string& pathAndQuery, std::string body,
+                                         milliseconds totalTimeout) {
+  HttpRequest request;
+  request.method = method;
+  request.target = apiPrefix() + pathAndQuery;
+  request.body = std::move(body);
+  request.totalTimeout = totalTimeout;
+  auto response = client_.send(request);
+  // Another, older daemon took over the socket: dockerd refuses versions above its own with 400
+  // "client version 1.43 is too new. Maximum supported API version is 1.41". Negotiate with it
+  // and ask once more, instead of failing every call until something pings.
+  if (response.ok() && response->status == 400) {
+    const std::string message = lowerCase(daemonMessage(response->body));
+    if (message.find("is too new") != std::string::npos && message.find("api version") != std::string::npos &&
+        renegotiate().ok()) {
+      request.target = apiPrefix() + pathAndQuery;
+      response = client_.send(request);
+    }
+  }
+  return response;
+}
+
+Status DockerRuntime::renegotiate() {
+  // Unversioned, as `docker version` does: the daemon answering now may not be the one negotiated
+  // with (replaced by an older one, a versioned ping would fail for ever).
+  auto answer = pingUnversioned(client_, timeout_);
+  if (!answer.ok()) return answer.error();
+  auto apiVersion = negotiate(info_.endpoint, answer->apiVersion);
+  if (!apiVersion.ok()) return apiVersion.error();
+  if (*apiVersion != info_.apiVersion) {
+    info_.apiVersion = *apiVersion;
+    if (!answer->serverVersion.empty()) info_.version = answer->serverVersion;
+    {
+      std::lock_guard lock(api_->mutex);
+      api_->prefix = "/v" + *apiVersion;
+      ++api_->generation;
+    }
+    api_->changed.notify_all();
+  }
   return okStatus();
 }
+
+Status DockerRuntime::ping() { return renegotiate(); }
 
 Result<ContainerInfo> DockerRuntime::inspectContainer(const std::string& nameOrId) {
   if (nameOrId.empty()) return makeError(ErrorCode::kInvalidArgument, "docker: inspect needs a container name or id");
@@ -654,7 +925,9 @@ Result<ContainerInfo> DockerRuntime::inspectContainer(const std::string& nameOrI
   if (!response.ok()) return response.error();
   if (response->status == 404) return makeError(ErrorCode::kNotFound, "docker: no container " + nameOrId);
   if (response->status != 200) return httpError(*response, "inspecting container " + nameOrId);
-  return parseContainerInspect(response->body);
+  auto document = jsonAnswer(*response, info_.endpoint, "GET /containers/" + nameOrId + "/json");
+  if (!document.ok()) return document.error();
+  return inspectFromJson(*document);
 }
 
 Result<std::vector<ContainerInfo>> DockerRuntime::listContainers(const std::map<std::string, std::string>& labels) {
@@ -663,9 +936,21 @@ Result<std::vector<ContainerInfo>> DockerRuntime::listContainers(const std::map<
   auto response = call("GET", query, {}, timeout_);
   if (!response.ok()) return response.error();
   if (response->status != 200) return httpError(*response, "listing containers");
-  json summaries = json::parse(response->body, nullptr, false);
+  auto document = jsonAnswer(*response, info_.endpoint, "GET /containers/json");
+  if (!document.ok()) return document.error();
+  const json& summaries = *document;
   if (!summaries.is_array()) {
-    return makeError(ErrorCode::kProtocol, "docker: the container list is not a JSON array");
+    return makeError(ErrorCode::kProtocol, "docker: the container list from " + info_.endpoint +
+                                               " is not a JSON array (is it the Docker daemon that listens there?)");
+  }
+  // Each summary costs an inspect call: a peer listing thousands would keep the agent busy for
+  // minutes, and the labels asked for are the agent's own.
+  if (summaries.size() > kMaxListedContainers) {
+    return makeError(ErrorCode::kProtocol, "docker: " + info_.endpoint + " listed " + std::to_string(summaries.size()) +
+                                               " containers carrying the agent's labels; more than " +
+                                               std::to_string(kMaxListedContainers) +
+                                               " is not plausible (remove the strays by hand, or check what "
+                                               "listens there)");
   }
   std::vector<ContainerInfo> out;
   for (const auto& summary : summaries) {
@@ -687,9 +972,15 @@ Result<bool> DockerRuntime::imagePresent(const std::string& reference) {
   if (!valid.ok()) return valid.error();
   auto response = call("GET", "/images/" + reference + "/json", {}, timeout_);
   if (!response.ok()) return response.error();
-  if (response->status == 200) return true;
   if (response->status == 404) return false;
-  return httpError(*response, "looking up image " + reference);
+  if (response->status != 200) return httpError(*response, "looking up image " + reference);
+  auto image = jsonAnswer(*response, info_.endpoint, "GET /images/" + reference + "/json");
+  if (!image.ok()) return image.error();
+  if (!image->is_object()) {
+    return makeError(ErrorCode::kProtocol, "docker: " + info_.endpoint + " answered GET /images/" + reference +
+                                               "/json with JSON that is not an object");
+  }
+  return true;
 }
 
 Result<std::string> DockerRuntime::imageId(const std::string& reference) {
@@ -699,8 +990,9 @@ Result<std::string> DockerRuntime::imageId(const std::string& reference) {
   if (!response.ok()) return response.error();
   if (response->status == 404) return std::string();
   if (response->status != 200) return httpError(*response, "looking up image " + reference);
-  json image = json::parse(response->body, nullptr, false);
-  return stringField(image, "Id");
+  auto image = jsonAnswer(*response, info_.endpoint, "GET /images/" + reference + "/json");
+  if (!image.ok()) return image.error();
+  return stringField(*image, "Id");
 }
 
 Status DockerRuntime::pullImage(const std::string& reference, const std::optional<RegistryCredentials>& credentials,
@@ -711,7 +1003,7 @@ Status DockerRuntime::pullImage(const std::string& reference, const std::optiona
 
   HttpRequest request;
   request.method = "POST";
-  request.target = apiPrefix_ + "/images/create?fromImage=" + urlEncode(parsed->name()) +
+  request.target = apiPrefix() + "/images/create?fromImage=" + urlEncode(parsed->name()) +
                    "&tag=" + urlEncode(parsed->digest.empty() ? parsed->tag : parsed->digest);
   request.totalTimeout = milliseconds(0);  // pulls can be long; the low-speed limit catches a stall
   request.lowSpeedTime = kPullLowSpeedTime;
@@ -726,29 +1018,30 @@ Status DockerRuntime::pullImage(const std::string& reference, const std::optiona
 
   std::string streamError;
   StreamedBody body([&](std::string_view line) {
-    if (trim(line).empty()) return;
-    json message = json::parse(line, nullptr, false);
-    if (!message.is_object()) return;
+    if (trim(line).empty()) return true;
+    json message = parseJson(line);
+    if (!message.is_object()) return true;
     std::string error = stringField(message, "error");
     if (error.empty()) {
       if (const json* detail = objectField(message, "errorDetail")) error = stringField(*detail, "message");
     }
     if (!error.empty()) {
-      if (streamError.empty()) streamError = error;
-      return;
+      if (streamError.empty()) streamError = capped(error);
+      return true;
     }
     const std::string statusText = stringField(message, "status");
     if (!statusText.empty() && progress) progress(PullProgress{statusText, stringField(message, "id")});
+    return true;
   });
   auto onHeaders = [&](const HttpResponse& head) {
     body.setStatus(head.status);
     return true;
   };
-  auto onBody = [&](std::string_view chunk) {
-    body.feed(chunk);
-    return true;
-  };
+  auto onBody = [&](std::string_view chunk) { return body.feed(chunk); };
   auto response = client_.send(request, onBody, onHeaders);
+  if (!body.failure().empty()) {
+    return makeError(ErrorCode::kProtocol, context + ": " + info_.endpoint + " " + body.failure());
+  }
   if (!response.ok()) return duringOperation(response.error(), "pulling " + reference);
   if (body.status() == 200) {
     body.finish();
@@ -786,8 +1079,9 @@ Result<std::string> DockerRuntime::createContainer(const ContainerSpec& spec) {
   if (response->status != 201 && response->status != 200) {
     return httpError(*response, "creating container " + spec.name, spec.env);
   }
-  json created = json::parse(response->body, nullptr, false);
-  std::string id = stringField(created, "Id");
+  auto created = jsonAnswer(*response, info_.endpoint, "POST /containers/create");
+  if (!created.ok()) return created.error();
+  std::string id = stringField(*created, "Id");
   if (id.empty()) return makeError(ErrorCode::kProtocol, "docker: container create answered without an Id");
   return id;
 }
@@ -853,7 +1147,9 @@ Result<int> DockerRuntime::execInContainer(const std::string& id, const std::vec
                      "docker: container " + id + " is not running (" + daemonMessage(created->body) + ")");
   }
   if (created->status != 201 && created->status != 200) return httpError(*created, what);
-  const std::string execId = stringField(json::parse(created->body, nullptr, false), "Id");
+  auto createdExec = jsonAnswer(*created, info_.endpoint, "POST /containers/" + id + "/exec");
+  if (!createdExec.ok()) return createdExec.error();
+  const std::string execId = stringField(*createdExec, "Id");
   if (execId.empty()) return makeError(ErrorCode::kProtocol, "docker: exec create answered without an Id");
 
   auto started =
@@ -871,14 +1167,18 @@ Result<int> DockerRuntime::execInContainer(const std::string& id, const std::vec
     auto inspected = call("GET", "/exec/" + urlEncode(execId) + "/json", {}, timeout_);
     if (!inspected.ok()) return duringOperation(inspected.error(), what);
     if (inspected->status != 200) return httpError(*inspected, what);
-    json state = json::parse(inspected->body, nullptr, false);
+    auto inspectedExec = jsonAnswer(*inspected, info_.endpoint, "GET /exec/" + execId + "/json");
+    if (!inspectedExec.ok()) return inspectedExec.error();
+    const json& state = *inspectedExec;
     if (!state.is_object()) return makeError(ErrorCode::kProtocol, "docker: exec inspect is not a JSON object");
-    if (!state.value("Running", false)) {
-      const json* code = state.contains("ExitCode") ? &state["ExitCode"] : nullptr;
-      if (code == nullptr || !code->is_number_integer()) {
-        return makeError(ErrorCode::kProtocol, "docker: exec ended without an exit code");
-      }
-      return code->get<int>();
+    const auto running = state.find("Running");
+    if (running == state.end() || !running->is_boolean()) {
+      return makeError(ErrorCode::kProtocol, "docker: exec inspect has no boolean Running field");
+    }
+    if (!running->get<bool>()) {
+      auto code = integerField<int>(state, "ExitCode");
+      if (!code) return makeError(ErrorCode::kProtocol, "docker: exec ended without an exit code");
+      return *code;
     }
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) {
@@ -911,52 +1211,11 @@ std::unique_ptr<EventWatcher> DockerRuntime::watchEvents(const std::map<std::str
                                                          RuntimeEventFn onEvent) {
   json filters = {{"type", json::array({"container"})}};
   if (!labels.empty()) filters["label"] = labelFilter(labels);
-  const std::string target = apiPrefix_ + "/events?filters=" + urlEncode(filters.dump());
-  return std::make_unique<DockerEventWatcher>(info_.endpoint, timeout_, target, std::move(onEvent));
+  return std::make_unique<DockerEventWatcher>(info_.endpoint, timeout_, api_,
+                                              "/events?filters=" + urlEncode(filters.dump()), std::move(onEvent));
 }
 
 // ---- Connecting and probing ---------------------------------------------------------------------
-
-namespace {
-
-struct PingAnswer {
-  std::string apiVersion;  // as the server says it
-  std::string serverVersion;
-};
-
-Result<PingAnswer> pingUnversioned(const UnixHttpClient& client, milliseconds timeout) {
-  HttpRequest request;
-  request.target = "/_ping";
-  request.totalTimeout = timeout;
-  auto response = client.send(request);
-  if (!response.ok()) return response.error();
-  const std::string apiVersion = response->header("API-Version");
-  if (response->status != 200 || apiVersion.empty()) {
-    return makeError(ErrorCode::kProtocol,
-                     "docker: " + client.socketPath() + " answered /_ping with HTTP " +
-                         std::to_string(response->status) +
-                         (apiVersion.empty() ? " and no API-Version header; is it a Docker socket?" : ""));
-  }
-  return PingAnswer{apiVersion, versionFromServerHeader(response->header("Server"))};
-}
-
-Result<std::string> negotiate(const std::string& socketPath, const std::string& serverApi) {
-  auto parsed = parseApiVersion(serverApi);
-  if (!parsed) {
-    return makeError(ErrorCode::kProtocol,
-                     "docker: " + socketPath + " reports API version \"" + serverApi + "\", which is not MAJOR.MINOR");
-  }
-  auto [major, minor] = *parsed;
-  if (major > 1) return std::string("1." + std::to_string(kMaxApiMinor));
-  if (major < 1 || minor < kMinApiMinor) {
-    return makeError(ErrorCode::kConflict, "docker: the daemon on " + socketPath + " speaks Engine API " + serverApi +
-                                               ", older than 1." + std::to_string(kMinApiMinor) +
-                                               " (Docker 19.03) which this agent needs; upgrade Docker");
-  }
-  return "1." + std::to_string(std::min(minor, kMaxApiMinor));
-}
-
-}  // namespace
 
 Result<std::unique_ptr<ContainerRuntime>> connectDocker(const std::string& socketPath, milliseconds timeout) {
   UnixHttpClient client(socketPath, "docker", timeout);
@@ -970,8 +1229,9 @@ Result<std::unique_ptr<ContainerRuntime>> connectDocker(const std::string& socke
   request.target = "/v" + *apiVersion + "/version";
   request.totalTimeout = timeout;
   auto version = client.send(request);
+  // The version is for reports only: an answer without one (or not JSON) leaves the ping's.
   if (version.ok() && version->status == 200) {
-    json parsed = json::parse(version->body, nullptr, false);
+    json parsed = parseJson(version->body);
     if (std::string reported = stringField(parsed, "Version"); !reported.empty()) daemonVersion = reported;
   }
   return std::unique_ptr<ContainerRuntime>(

@@ -11,15 +11,15 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iterator>
 #include <mutex>
 
 namespace qcs::runtime::docker {
 
 namespace {
-
-constexpr size_t kMaxCollectedBody = size_t{64} * 1024 * 1024;
 
 std::string lowerCase(std::string_view text) {
   std::string out(text);
@@ -70,6 +70,21 @@ std::string humanDuration(std::chrono::milliseconds duration) {
   const auto minutes = totalSeconds / 60;
   const auto seconds = totalSeconds % 60;
   return std::to_string(minutes) + "m" + (seconds != 0 ? std::to_string(seconds) + "s" : "");
+}
+
+std::string humanBytes(uint64_t bytes) {
+  constexpr const char* kUnits[] = {"KiB", "MiB", "GiB", "TiB"};
+  if (bytes < 1024) return std::to_string(bytes) + (bytes == 1 ? " byte" : " bytes");
+  double value = double(bytes);
+  size_t unit = 0;
+  for (value /= 1024; value >= 1024 && unit + 1 < std::size(kUnits); value /= 1024) ++unit;
+  char text[32];
+  if (value == double(uint64_t(value))) {
+    std::snprintf(text, sizeof text, "%llu %s", static_cast<unsigned long long>(value), kUnits[unit]);
+  } else {
+    std::snprintf(text, sizeof text, "%.1f %s", value, kUnits[unit]);
+  }
+  return text;
 }
 
 Error connectError(const std::string& peerName, const std::string& socketPath, int err) {
@@ -127,6 +142,16 @@ size_t HttpTransfer::onHeaderLine(char* data, size_t size, size_t count, void* s
   if (trimView(line).empty()) {
     if (transfer->response_.status >= 200 && !transfer->headersDelivered_) {
       transfer->headersDelivered_ = true;
+      // A collected body announced larger than allowed fails before a byte of it is read.
+      if (!transfer->onBody_ && transfer->what_.rfind("HEAD ", 0) != 0) {
+        const std::string announced = transfer->response_.header("content-length");
+        if (!announced.empty() &&
+            std::all_of(announced.begin(), announced.end(), [](unsigned char c) { return std::isdigit(c); }) &&
+            (announced.size() > 19 || std::stoull(announced) > transfer->maxBodyBytes_)) {
+          transfer->bodyTooLarge_ = true;
+          return 0;
+        }
+      }
       if (transfer->onHeaders_ && !transfer->callSafely([&] { return transfer->onHeaders_(transfer->response_); })) {
         return 0;
       }
@@ -141,7 +166,7 @@ size_t HttpTransfer::onBodyData(char* data, size_t size, size_t count, void* sel
   if (transfer->onBody_) {
     return transfer->callSafely([&] { return transfer->onBody_(std::string_view(data, length)); }) ? length : 0;
   }
-  if (transfer->response_.body.size() + length > kMaxCollectedBody) {
+  if (transfer->response_.body.size() + length > transfer->maxBodyBytes_) {
     transfer->bodyTooLarge_ = true;
     return 0;
   }
@@ -164,7 +189,10 @@ Result<HttpResponse> HttpTransfer::finish(CURLcode code) {
                                                (callbackFailure_.empty() ? "" : ": " + callbackFailure_));
   }
   if (bodyTooLarge_) {
-    return makeError(ErrorCode::kProtocol, prefix + socketPath_ + " sent an answer larger than 64 MiB");
+    return makeError(ErrorCode::kProtocol, prefix + socketPath_ + " sent an answer larger than " +
+                                               humanBytes(maxBodyBytes_) + " to " + what_ +
+                                               " (the most the agent reads for it; is it the " + peerName_ +
+                                               " daemon that listens there?)");
   }
   const std::string curlDetail = errorBuffer_[0] != '\0' ? std::string(errorBuffer_) : curl_easy_strerror(code);
   switch (code) {
@@ -201,6 +229,7 @@ Result<HttpResponse> HttpTransfer::finish(CURLcode code) {
                        prefix + "the connection to " + socketPath_ + " broke (" + curlDetail + ")");
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_BAD_CONTENT_ENCODING:
+    case CURLE_UNSUPPORTED_PROTOCOL:  // what curl says to bytes that are not HTTP/1 ("HTTP/0.9")
       return makeError(ErrorCode::kProtocol, prefix + socketPath_ + " did not answer in HTTP (" + curlDetail +
                                                  "); is it the " + peerName_ + " socket?");
     default: return makeError(ErrorCode::kInternal, prefix + "request to " + socketPath_ + " failed: " + curlDetail);
@@ -227,6 +256,8 @@ Result<std::unique_ptr<HttpTransfer>> UnixHttpClient::prepare(const HttpRequest&
   transfer->connectTimeout_ = connectTimeout_;
   transfer->totalTimeout_ = request.totalTimeout;
   transfer->lowSpeedTime_ = request.lowSpeedTime;
+  transfer->maxBodyBytes_ = request.maxBodyBytes;
+  transfer->what_ = request.method + " " + request.target.substr(0, request.target.find('?'));
   transfer->onBody_ = std::move(onBody);
   transfer->onHeaders_ = std::move(onHeaders);
   transfer->body_ = request.body;

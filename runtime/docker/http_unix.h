@@ -8,12 +8,17 @@
 // - Failures come back as Result errors naming the peer ("docker"), the socket and what to do, e.g.
 //   "docker: permission denied on /var/run/docker.sock (the agent runs as uid 1000; add it to group
 //   docker or run as root)". HTTP statuses are not errors here: the caller maps them.
+// - Every answer is bounded: a body collected in memory may not exceed the request's maxBodyBytes
+//   (a Content-Length announcing more fails at once, before the body is read), and the error names
+//   the request and the limit. Streams (a BodyFn) bound their own buffers.
 // - Request bodies may carry secrets: they never appear in an error message.
 #pragma once
 
 #include <curl/curl.h>
 
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -42,6 +47,11 @@ using CurlSlistPtr = std::unique_ptr<curl_slist, CurlSlistDeleter>;
 // Calls curl_global_init exactly once per process (thread-safe).
 void ensureCurlInitialized();
 
+// What one collected answer may hold unless the request says otherwise: far above anything the
+// Engine API sends for the calls the agent makes (an inspect is a few KiB), far below what would
+// hurt a node agent's memory.
+inline constexpr size_t kDefaultMaxBodyBytes = size_t{8} << 20;
+
 struct HttpRequest {
   std::string method = "GET";
   std::string target;  // path and query, e.g. "/v1.41/containers/json?all=1"
@@ -50,6 +60,7 @@ struct HttpRequest {
   std::string contentType = "application/json";  // sent only with a body
   std::chrono::milliseconds totalTimeout{0};     // 0 = no total limit (streams)
   std::chrono::seconds lowSpeedTime{0};          // >0: fail when no byte arrives for this long
+  size_t maxBodyBytes = kDefaultMaxBodyBytes;    // the most a collected (non-streamed) body may hold
 };
 
 struct HttpResponse {
@@ -94,10 +105,12 @@ class HttpTransfer {
   std::string socketPath_;
   std::string peerName_;
   std::string url_;
+  std::string what_;  // "GET /v1.41/containers/json": the request, for errors (no query: it may be long)
   std::string body_;
   std::chrono::milliseconds connectTimeout_{0};
   std::chrono::milliseconds totalTimeout_{0};
   std::chrono::seconds lowSpeedTime_{0};
+  size_t maxBodyBytes_ = kDefaultMaxBodyBytes;
   std::chrono::steady_clock::time_point started_;
   BodyFn onBody_;
   HeadersFn onHeaders_;
@@ -116,8 +129,8 @@ class UnixHttpClient {
 
   const std::string& socketPath() const { return socketPath_; }
 
-  // Performs the request synchronously. Without onBody the body is collected in the response
-  // (capped at 64 MiB).
+  // Performs the request synchronously. Without onBody the body is collected in the response,
+  // up to request.maxBodyBytes (kProtocol beyond, naming the request and the limit).
   Result<HttpResponse> send(const HttpRequest& request, const BodyFn& onBody = {},
                             const HeadersFn& onHeaders = {}) const;
 
@@ -134,6 +147,9 @@ class UnixHttpClient {
 
 // "3s", "250ms", "2m", "1m30s": durations for people.
 std::string humanDuration(std::chrono::milliseconds duration);
+
+// "512 bytes", "4 KiB", "8 MiB", "1.5 GiB": sizes for people.
+std::string humanBytes(uint64_t bytes);
 
 // The actionable message for a failed connect() to a unix socket, by errno. Exposed for tests.
 Error connectError(const std::string& peerName, const std::string& socketPath, int err);
