@@ -202,9 +202,18 @@ class InstrumentingConnector final : public RuntimeConnector {
   InstrumentingConnector(RuntimeConnector& inner, RuntimeObserver& observer, const Clock& clock)
       : inner_(inner), observer_(observer), clock_(clock) {}
 
+  // Connecting (detection, handshake, the instance lock) is timed and counted as op "connect", under
+  // runtime "unknown" when nothing answered, so a runtime that cannot be reached shows in
+  // qcs_runtime_errors_total and not only as qcs_runtime_up 0.
   Result<std::unique_ptr<runtime::ContainerRuntime>> connect() override {
+    const SteadyTime started = clock_.now();
     auto connected = inner_.connect();
-    if (!connected) return connected.error();
+    const double seconds = std::chrono::duration<double>(clock_.now() - started).count();
+    if (!connected) {
+      observer_.runtimeCall("unknown", "connect", seconds, true);
+      return connected.error();
+    }
+    observer_.runtimeCall(connected.value()->info().kind, "connect", seconds, false);
     return std::unique_ptr<runtime::ContainerRuntime>(
         std::make_unique<InstrumentedRuntime>(std::move(connected.value()), observer_, clock_));
   }
