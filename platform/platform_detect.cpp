@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/encoding.h"
+#include "common/file_descriptor.h"
 
 namespace qcs::platform {
 
@@ -32,20 +33,6 @@ constexpr int kImdsTokenTtlSeconds = 60;
 constexpr size_t kMaxDmiBytes = 256;
 constexpr size_t kMaxEcsConfigBytes = 64 * 1024;
 constexpr size_t kMaxQuoted = 200;
-
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // The file's first maxBytes, or the errno that stopped it (ENOENT when absent; EISDIR, EACCES...).
 Result<std::string> readSmallFile(const std::string& path, size_t maxBytes) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "common/file_descriptor.h"
 #include "runtime/containerd/containerd_client.h"
 #include "runtime/docker/docker_runtime.h"
 
@@ -19,20 +20,6 @@ namespace {
 constexpr std::string_view kUnixScheme = "unix://";
 
 // RAII for the probe's socket.
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 std::string fileKind(mode_t mode) {
   if (S_ISREG(mode)) return "a regular file";
   if (S_ISDIR(mode)) return "a directory";
