@@ -1224,15 +1224,19 @@ Result<std::unique_ptr<ContainerRuntime>> connectDocker(const std::string& socke
   auto apiVersion = negotiate(socketPath, ping->apiVersion);
   if (!apiVersion.ok()) return apiVersion.error();
 
+  // The daemon's version is for reports only. /_ping's Server header carries it, so /version (the
+  // slowest call before the sensor's create: dockerd asks containerd and runc for theirs) is asked
+  // only when that header does not. An answer without one (or not JSON) leaves it unknown.
   std::string daemonVersion = ping->serverVersion;
-  HttpRequest request;
-  request.target = "/v" + *apiVersion + "/version";
-  request.totalTimeout = timeout;
-  auto version = client.send(request);
-  // The version is for reports only: an answer without one (or not JSON) leaves the ping's.
-  if (version.ok() && version->status == 200) {
-    json parsed = parseJson(version->body);
-    if (std::string reported = stringField(parsed, "Version"); !reported.empty()) daemonVersion = reported;
+  if (daemonVersion.empty()) {
+    HttpRequest request;
+    request.target = "/v" + *apiVersion + "/version";
+    request.totalTimeout = timeout;
+    auto version = client.send(request);
+    if (version.ok() && version->status == 200) {
+      json parsed = parseJson(version->body);
+      if (std::string reported = stringField(parsed, "Version"); !reported.empty()) daemonVersion = reported;
+    }
   }
   return std::unique_ptr<ContainerRuntime>(
       std::make_unique<DockerRuntime>(socketPath, *apiVersion, daemonVersion, timeout));

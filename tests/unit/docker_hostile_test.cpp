@@ -616,5 +616,30 @@ TEST(DockerHostileTest, TheWatcherFollowsARenegotiatedApiVersionAtOnce) {
   EXPECT_GE(peer.count("GET /v1.41/events"), 1u);
 }
 
+TEST(DockerConnectVersionTest, TheDaemonVersionComesFromThePingWithoutAskingVersion) {
+  ScriptedPeer peer(dockerWith([] { return std::string("1.41"); },
+                               [](const std::string&) { return PeerReply{answer(200, "application/json", "[]")}; }));
+  auto runtime = connectTo(peer);
+  ASSERT_NE(runtime, nullptr);
+  EXPECT_EQ(runtime->info().version, "20.10.24");
+  EXPECT_EQ(peer.count("/version "), 0u) << "the ping's Server header already names the version";
+}
+
+TEST(DockerConnectVersionTest, VersionIsAskedWhenThePingDoesNotNameTheDaemon) {
+  ScriptedPeer peer([](const std::string& line) {
+    if (line.find("/_ping ") != std::string::npos) {
+      return PeerReply{answer(200, "text/plain", "OK", "Api-Version: 1.41\r\n")};
+    }
+    if (line.find("/version ") != std::string::npos) {
+      return PeerReply{answer(200, "application/json", R"({"Version":"24.0.7"})")};
+    }
+    return PeerReply{answer(404, "application/json", R"({"message":"no"})")};
+  });
+  auto runtime = connectTo(peer);
+  ASSERT_NE(runtime, nullptr);
+  EXPECT_EQ(runtime->info().version, "24.0.7");
+  EXPECT_EQ(peer.count("/version "), 1u);
+}
+
 }  // namespace
 }  // namespace qcs::runtime::docker
