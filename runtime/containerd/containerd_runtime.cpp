@@ -742,6 +742,7 @@ class ContainerdRuntime final : public ContainerRuntime {
   // prepared snapshot that no container record references yet). It expires by itself if the agent
   // dies before deleting it.
   Result<std::string> createLease(const std::string& purpose) {
+    deleteStaleLeases("qcs-agent-" + purpose + "-");
     leases_v1::CreateRequest request;
     request.set_id("qcs-agent-" + purpose + "-" + randomHex(6));
     (*request.mutable_labels())["containerd.io/gc.expire"] =
@@ -753,6 +754,26 @@ class ContainerdRuntime final : public ContainerRuntime {
       return st.error();
     }
     return response.lease().id();
+  }
+  // Leases with this prefix that an earlier agent left when it died between creating one and
+  // deleting it: made before this connection. One agent supervises the sensor at a time (the
+  // instance lock), so none of them guards a create still running. Deleting them lets containerd
+  // collect what they held now rather than at their expiry. Best effort.
+  void deleteStaleLeases(const std::string& prefix) {
+    leases_v1::ListRequest request;
+    request.add_filters("id~=^" + prefix);
+    leases_v1::ListResponse response;
+    if (!unary("listing leases", timeout(),
+               [&](grpc::ClientContext& c) { return leases_->List(&c, request, &response); })) {
+      return;
+    }
+    const int64_t connectedAt =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(connectedAt_.time_since_epoch()).count();
+    for (const auto& lease : response.leases()) {
+      if (lease.id().rfind(prefix, 0) != 0 || !lease.has_created_at()) continue;
+      const int64_t createdAt = lease.created_at().seconds() * 1'000'000'000 + lease.created_at().nanos();
+      if (createdAt < connectedAt) deleteLease(lease.id());
+    }
   }
   void deleteLease(const std::string& id) {
     leases_v1::DeleteRequest request;
@@ -861,6 +882,7 @@ class ContainerdRuntime final : public ContainerRuntime {
   std::unique_ptr<snapshots_v1::Snapshots::Stub> snapshots_;
   std::unique_ptr<images_v1::Images::Stub> images_;
   std::unique_ptr<leases_v1::Leases::Stub> leases_;
+  const system_clock::time_point connectedAt_ = system_clock::now();
   ImageStore store_;
   std::shared_ptr<OomNotices> ooms_;
   std::mutex startsMutex_;

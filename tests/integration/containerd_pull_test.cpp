@@ -257,6 +257,24 @@ TEST_F(ContainerdPullTest, ASecondPullFetchesNothingNew) {
   EXPECT_TRUE(ctr("leases ls -q").empty()) << "the pull's lease outlived it";
 }
 
+TEST_F(ContainerdPullTest, APullLeaseAnEarlierAgentLeftIsDeletedByTheNextPull) {
+  // What an agent SIGKILLed mid-pull leaves: its lease (named for its pid), holding whatever it wrote.
+  ASSERT_FALSE(ctr("leases create --id qcs-agent-pull-999999-1-0-deadbeef").empty());
+  // Someone else's lease is not the agent's to delete.
+  ASSERT_FALSE(ctr("leases create --id someone-elses-lease").empty());
+  // The agent that comes next connects after both were made.
+  registry::RegistryClientOptions options;
+  options.connectTimeout = 5s;
+  options.requestTimeout = 30s;
+  options.blobTimeout = 120s;
+  store_ = std::make_unique<ImageStore>(*client_, kSnapshotter, options);
+
+  auto pulled = store_->pull(reference(), credentials(kPassword), {});
+  ASSERT_TRUE(pulled.ok()) << pulled.message();
+  EXPECT_EQ(ctr("leases ls -q"), "someone-elses-lease");
+  ctr("leases delete someone-elses-lease");
+}
+
 TEST_F(ContainerdPullTest, AWrongPasswordIsUnauthenticatedAndCreatesNothing) {
   auto pulled = store_->pull(reference(), credentials("wrong-password"), {});
   ASSERT_FALSE(pulled.ok());
