@@ -78,10 +78,17 @@ bool writeFull(int fd, const char* buffer, int64_t size) {
 }
 
 // Copies everything `source` holds now (it may grow while copying; the copy goes to whatever end
-// it reaches) into a new file `target` with the given mode.
-Status copyToNewFile(int source, const std::string& sourcePath, const std::string& target, mode_t mode) {
+// it reaches) into a new file `target` with the given mode. On failure *writeErrno is the errno of a
+// failed create or write of the target (0 for anything else).
+Status copyToNewFile(int source, const std::string& sourcePath, const std::string& target, mode_t mode,
+                     int* writeErrno) {
+  *writeErrno = 0;
+  auto targetError = [&](const char* what) {
+    *writeErrno = errno;
+    return osError(what, target, errno);
+  };
   FileDescriptor out(::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
-  if (!out.valid()) return osError("cannot create", target, errno);
+  if (!out.valid()) return targetError("cannot create");
   // The shim's file is 0644 and the copy keeps that, whatever the agent's umask.
   if (::fchmod(out.get(), mode) != 0) return osError("cannot set the mode of", target, errno);
   std::string buffer(static_cast<size_t>(kCopyBufferBytes), '\0');
@@ -90,12 +97,36 @@ Status copyToNewFile(int source, const std::string& sourcePath, const std::strin
     const int64_t n = preadFull(source, buffer.data(), kCopyBufferBytes, offset);
     if (n < 0) return osError("cannot read", sourcePath, errno);
     if (n == 0) break;
-    if (!writeFull(out.get(), buffer.data(), n)) return osError("cannot write", target, errno);
+    if (!writeFull(out.get(), buffer.data(), n)) return targetError("cannot write");
     offset += n;
     if (n < kCopyBufferBytes) break;
   }
-  if (out.close() != 0) return osError("cannot write", target, errno);
+  if (out.close() != 0) return targetError("cannot write");
   return okStatus();
+}
+
+bool isNoSpace(int err) { return err == ENOSPC || err == EDQUOT; }
+
+// Truncates the open file to 0, keeping the modification time it had just before.
+Status truncateKeepingTime(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return osError("cannot stat", path, errno);
+  if (::ftruncate(fd, 0) != 0) return osError("cannot truncate", path, errno);
+  const struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
+  if (::futimens(fd, times) != 0) return osError("cannot restore the modification time of", path, errno);
+  return okStatus();
+}
+
+// Allocates the file's blocks up to `bytes` without changing its size, so that the shim's appends
+// up to the cap need no new block (see the header). Keeps the modification time: reserving is not
+// the sensor writing. Best effort: an error only means the file goes without a reservation.
+void reserveSpace(int fd, int64_t bytes) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return;
+  if (static_cast<int64_t>(st.st_blocks) * 512 >= bytes) return;  // reserved already
+  if (::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, bytes) != 0) return;
+  const struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
+  (void)::futimens(fd, times);
 }
 
 struct FileTail {
@@ -198,13 +229,21 @@ Result<bool> capSensorLog(const std::string& path, const SensorLogLimits& limits
   if (!S_ISREG(st.st_mode)) {
     return makeError(ErrorCode::kInternal, "sensor log: " + path + " is not a regular file; remove it");
   }
-  if (st.st_size <= limits.maxBytes) return false;
+  if (st.st_size <= limits.maxBytes) {
+    reserveSpace(file.get(), limits.maxBytes);
+    return false;
+  }
 
-  // Copy before shifting: a failed copy leaves every existing file as it was.
+  // Copy before shifting: a failed copy leaves every rotated copy as it was.
   const std::string temporary = rotatedPath(path, 1) + ".tmp";
-  if (auto copied = copyToNewFile(file.get(), path, temporary, st.st_mode & 07777); !copied.ok()) {
+  int copyErrno = 0;
+  if (auto copied = copyToNewFile(file.get(), path, temporary, st.st_mode & 07777, &copyErrno); !copied.ok()) {
     ::unlink(temporary.c_str());
-    return copied.error();
+    if (!isNoSpace(copyErrno)) return copied.error();
+    // No room for a copy: the file still has to shrink, or the sensor's next lines find none either.
+    if (auto truncated = truncateKeepingTime(file.get(), path); !truncated.ok()) return truncated.error();
+    reserveSpace(file.get(), limits.maxBytes);
+    return true;
   }
   for (int index = limits.keep - 1; index >= 1; --index) {
     const std::string from = rotatedPath(path, index);
@@ -221,10 +260,8 @@ Result<bool> capSensorLog(const std::string& path, const SensorLogLimits& limits
   }
 
   // The latest write time, just before the truncate, which would otherwise stamp "now" on it.
-  if (::fstat(file.get(), &st) != 0) return osError("cannot stat", path, errno);
-  if (::ftruncate(file.get(), 0) != 0) return osError("cannot truncate", path, errno);
-  const struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
-  if (::futimens(file.get(), times) != 0) return osError("cannot restore the modification time of", path, errno);
+  if (auto truncated = truncateKeepingTime(file.get(), path); !truncated.ok()) return truncated.error();
+  reserveSpace(file.get(), limits.maxBytes);
   return true;
 }
 

@@ -8,6 +8,12 @@
 // - Because the shim holds the file open, it cannot be renamed away: the agent caps it by
 //   copy-and-truncate (as logrotate's copytruncate). The shim's O_APPEND writes continue at the new
 //   end, i.e. at offset 0. Lines written between the copy and the truncate may be lost.
+// - A full filesystem must not silence the sensor: containerd 1.6's shim stops copying a task's
+//   output for good at the first write that fails (ENOSPC), after which nobody drains the task's
+//   stdout pipe and the sensor blocks once it is full. So the agent keeps the live file's blocks
+//   allocated up to the cap (fallocate, FALLOC_FL_KEEP_SIZE: the size stays what was written), and
+//   when there is no room for the rotated copy it truncates without one: old output is lost rather
+//   than new output refused.
 // - All paths are the agent's view of the host's filesystem (host_root applied by the caller).
 // - A missing log file is not an error: the task may not have started yet.
 // - Errors name the path and the OS's reason: kPermissionDenied for EACCES/EPERM/EROFS, kInternal
@@ -38,8 +44,12 @@ inline constexpr int64_t kSensorLogMaxLineBytes = 16 * 1024;
 // When the file is larger than limits.maxBytes: shift <path>.1..<keep-1> up by one (dropping
 // <path>.<keep>), copy the file to <path>.1 (through a temporary, so <path>.1 is never half
 // written), then truncate the file to 0, keeping its modification time (sensorLogLastWrite must
-// not see the truncation as the sensor writing). Returns whether it rotated; false for a missing
-// file or one of at most maxBytes.
+// not see the truncation as the sensor writing). When the copy fails for lack of space (ENOSPC,
+// EDQUOT), the file is truncated all the same, without a copy, and the existing copies are left
+// as they were. Either way (and when the file was within the cap) the live file's space is then
+// reserved up to maxBytes, its size and modification time unchanged; a filesystem that cannot
+// reserve (no fallocate, or already full) just goes without. Returns whether it truncated; false
+// for a missing file or one of at most maxBytes.
 Result<bool> capSensorLog(const std::string& path, const SensorLogLimits& limits);
 
 // The last `lines` lines of the log, oldest first, reading <path>.1 too when <path> holds fewer.
