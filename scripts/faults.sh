@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the fault-injection suite (tests/faults, issue 7) on Docker and containerd and keeps its
-# report as tests/faults/results/<UTC date>.md, which it also prints. Needs root; takes about
-# 2.5 minutes per iteration on a 2-core machine. Exits with the suite's code: 0 only when every
-# injected fault recovered with no duplicate sensor, leak or secret seen outside the sensor.
+# report as tests/faults/results/<UTC date>.md, which it also prints. Needs root; about 2 minutes
+# per iteration on a 2-core machine (20 iterations: 35-40 minutes). Exits with the suite's code: 0
+# only when every injected fault recovered with no duplicate sensor, leak or secret seen outside
+# the sensor.
 #   scripts/faults.sh                              # 20 iterations of every fault
 #   QCS_FAULT_ITERATIONS=5 scripts/faults.sh       # fewer
 #   QCS_FAULT_SEED=42 scripts/faults.sh            # the same random agent-kill points again

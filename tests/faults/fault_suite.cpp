@@ -1208,7 +1208,8 @@ void Suite::writeReport() {
       "sensor's failed start must be retried by the agent, and recovery (timed from the kill) comes once "
       "the space is freed - which the suite does as soon as the agent reports the failed start.",
       "Duplicates: the runtime's event stream is watched for the whole run (resynced from a listing after "
-      "every reconnect); two sensor containers running at once count as one duplicate. Leaks are checked after "
+      "every reconnect, and checked against one every 2s); two sensor containers running at once count as one "
+      "duplicate. Leaks are checked after "
       "every injection, allowing 15s for garbage collection: Docker, any container besides the sensor; "
       "containerd, any container, task, lease, content ingest, image or snapshot besides the sensor's own "
       "and its rootfs chain. Secrets: two random UUIDs served by the Secrets Manager emulator, searched for in "
