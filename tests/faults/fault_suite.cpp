@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -198,6 +199,12 @@ class Suite {
 
   // ---- the faults
   Outcome inject(const std::string& fault);
+  // The shape of the faults whose recovery is "the agent runs the sensor again": notes the running
+  // instance and the event sequence, injects (`what` names the injection in a failure), waits for
+  // another instance to run, then asks `check` (if any) for a reason the recovery does not count.
+  // Time to recovery is from just before the injection.
+  Outcome injectAndAwaitRestart(const std::string& what, const std::function<Status()>& injection,
+                                const std::function<std::string()>& check = {});
   Outcome sensorSigkill();
   Outcome sensorExit(const std::string& control, int expectedCode, bool oom);
   Outcome containerRemoved();
@@ -537,20 +544,29 @@ Outcome Suite::inject(const std::string& fault) {
   return unknown;
 }
 
-Outcome Suite::sensorSigkill() {
+Outcome Suite::injectAndAwaitRestart(const std::string& what, const std::function<Status()>& injection,
+                                     const std::function<std::string()>& check) {
   Outcome out;
   auto before = runningSensor();
   const uint64_t seq = target_->monitor().lastSeq();
   const auto t0 = SteadyClock::now();
-  if (auto killed = target_->killSensor(); !killed) {
-    out.why = "the kill failed: " + killed.message();
+  if (Status injected = injection(); !injected) {
+    out.why = what + " failed: " + injected.message();
     return out;
   }
   auto at = waitRecovered(before ? before->instance : "", seq, kRecoveryDeadline, out.why);
   if (!at) return out;
+  if (check) {
+    out.why = check();
+    if (!out.why.empty()) return out;
+  }
   out.recovered = true;
   out.ms = msBetween(t0, *at);
   return out;
+}
+
+Outcome Suite::sensorSigkill() {
+  return injectAndAwaitRestart("the kill", [&] { return target_->killSensor(); });
 }
 
 Outcome Suite::sensorExit(const std::string& control, int expectedCode, bool oom) {
@@ -619,53 +635,29 @@ Outcome Suite::sensorExit(const std::string& control, int expectedCode, bool oom
 }
 
 Outcome Suite::containerRemoved() {
-  Outcome out;
-  auto before = runningSensor();
-  const uint64_t seq = target_->monitor().lastSeq();
-  const auto t0 = SteadyClock::now();
-  if (auto removed = target_->removeSensor(); !removed) {
-    out.why = "removing the container failed: " + removed.message();
-    return out;
-  }
-  auto at = waitRecovered(before ? before->instance : "", seq, kRecoveryDeadline, out.why);
-  if (!at) return out;
-  out.recovered = true;
-  out.ms = msBetween(t0, *at);
-  return out;
+  return injectAndAwaitRestart("removing the container", [&] { return target_->removeSensor(); });
 }
 
 Outcome Suite::imageRemoved() {
-  Outcome out;
-  auto before = runningSensor();
   json st = agent_ ? status(*agent_) : json();
   const uint64_t pulls = st.is_object() ? st["pulls"].value("succeeded", uint64_t{0}) : 0;
-  const uint64_t seq = target_->monitor().lastSeq();
-  const auto t0 = SteadyClock::now();
   // The container goes too: a killed sensor whose container remains restarts in place from the
   // image layers that container still holds, without any pull.
-  if (auto removed = target_->removeSensor(); !removed) {
-    out.why = "removing the container failed: " + removed.message();
-    return out;
-  }
-  if (auto removed = target_->removeImage(); !removed) {
-    out.why = "removing the image failed: " + removed.message();
-    return out;
-  }
-  auto at = waitRecovered(before ? before->instance : "", seq, kRecoveryDeadline, out.why);
-  if (!at) return out;
-  auto present = target_->imagePresent();
-  if (!present || !present.value()) {
-    out.why = "the sensor runs but its image is not on the node";
-    return out;
-  }
-  json after = status(*agent_);
-  if (after.is_object() && after["pulls"].value("succeeded", uint64_t{0}) <= pulls) {
-    out.why = "the sensor runs again but the agent reports no new pull";
-    return out;
-  }
-  out.recovered = true;
-  out.ms = msBetween(t0, *at);
-  return out;
+  return injectAndAwaitRestart(
+      "removing the container and its image",
+      [&] {
+        Status removed = target_->removeSensor();
+        return removed ? target_->removeImage() : removed;
+      },
+      [&]() -> std::string {
+        auto present = target_->imagePresent();
+        if (!present || !present.value()) return "the sensor runs but its image is not on the node";
+        json after = status(*agent_);
+        if (after.is_object() && after["pulls"].value("succeeded", uint64_t{0}) <= pulls) {
+          return "the sensor runs again but the agent reports no new pull";
+        }
+        return "";
+      });
 }
 
 Outcome Suite::registryDown() {
