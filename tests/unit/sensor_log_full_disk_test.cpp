@@ -18,24 +18,18 @@
 #include <string>
 
 #include "runtime/containerd/sensor_log.h"
+#include "sensor_log_fixture.h"
 
 namespace qcs::runtime::containerd {
 namespace {
 
 namespace fs = std::filesystem;
 
-class SensorLogFullDiskTest : public ::testing::Test {
+class SensorLogFullDiskTest : public testing::SensorLogFixture {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "qcs-sensor-log-full-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-    log_ = dir_ + "/sensor.log";
-  }
   void TearDown() override {
     if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
+    SensorLogFixture::TearDown();
   }
 
   // A 1 MiB tmpfs over the test's directory; false (the test is skipped) when not permitted.
@@ -45,26 +39,10 @@ class SensorLogFullDiskTest : public ::testing::Test {
     return true;
   }
 
-  static void write(const std::string& path, const std::string& content) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << content;
-    ASSERT_TRUE(out.good()) << path;
-  }
-  static std::string read(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream content;
-    content << in.rdbuf();
-    return content.str();
-  }
-  static struct stat statOf(const std::string& path) {
-    struct stat st {};
-    EXPECT_EQ(::stat(path.c_str(), &st), 0) << path << ": " << std::strerror(errno);
-    return st;
-  }
   static int64_t allocated(const std::string& path) { return static_cast<int64_t>(statOf(path).st_blocks) * 512; }
   static void setOldModificationTime(const std::string& path) {
-    const struct timespec times[2] = {{0, UTIME_OMIT}, {1600000000, 123456789}};
-    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << std::strerror(errno);
+    setModified(path, std::chrono::system_clock::time_point(std::chrono::seconds(1600000000) +
+                                                            std::chrono::nanoseconds(123456789)));
   }
   static bool sameModificationTime(const std::string& path) {
     const auto st = statOf(path);
@@ -90,8 +68,6 @@ class SensorLogFullDiskTest : public ::testing::Test {
     return err;
   }
 
-  std::string dir_;
-  std::string log_;
   bool mounted_ = false;
 };
 

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "sensor_log_fixture.h"
+
 namespace qcs::runtime::containerd {
 namespace {
 
@@ -25,48 +27,13 @@ namespace fs = std::filesystem;
 using std::chrono::system_clock;
 using Lines = std::vector<std::string>;
 
-class SensorLogTest : public ::testing::Test {
+class SensorLogTest : public testing::SensorLogFixture {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "qcs-sensor-log-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-    log_ = dir_ + "/sensor.log";
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::permissions(dir_, fs::perms::owner_all, fs::perm_options::add, ignored);
-    fs::remove_all(dir_, ignored);
-  }
-
-  static void write(const std::string& path, const std::string& content) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << content;
-    ASSERT_TRUE(out.good()) << path;
-  }
-  static std::string read(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream content;
-    content << in.rdbuf();
-    return content.str();
-  }
-  static void setModified(const std::string& path, system_clock::time_point at) {
-    const auto since = at.time_since_epoch();
-    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since);
-    const struct timespec times[2] = {
-        {0, UTIME_OMIT},
-        {static_cast<time_t>(seconds.count()),
-         static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since - seconds).count())}};
-    ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0) << std::strerror(errno);
-  }
   static std::string numbered(int from, int to) {
     std::string text;
     for (int i = from; i <= to; ++i) text += "line " + std::to_string(i) + "\n";
     return text;
   }
-
-  std::string dir_;
-  std::string log_;
 };
 
 // --- capSensorLog ---
