@@ -1,5 +1,7 @@
 #include "agent/components.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstdlib>
 
 #include "agent/instance_lock.h"
@@ -238,23 +240,36 @@ class LockingConnector final : public RuntimeConnector {
     if (!connected) return connected.error();
     const auto& info = connected.value()->info();
     const std::string name = instanceLockName(info.kind, info.endpoint, hostRoot_, nameSpace_, sensorName_);
-    if (lock_ && lock_->name() == name) return connected;
-    std::string what = "sensor '" + sensorName_ + "' on " + info.kind + " at " + info.endpoint;
-    if (info.kind == "containerd") what += " (namespace " + nameSpace_ + ")";
-    auto lock = InstanceLock::acquire(name, what);
-    if (!lock) {
-      if (lock.code() == ErrorCode::kConflict && onConflict_) {
-        onConflict_(lock.message());
-        onConflict_ = nullptr;
+    if (!lock_ || lock_->name() != name) {
+      std::string what = "sensor '" + sensorName_ + "' on " + info.kind + " at " + info.endpoint;
+      if (info.kind == "containerd") what += " (namespace " + nameSpace_ + ")";
+      auto lock = InstanceLock::acquire(name, what);
+      if (!lock) {
+        if (lock.code() == ErrorCode::kConflict && onConflict_) {
+          onConflict_(lock.message());
+          onConflict_ = nullptr;
+        }
+        return lock.error();
       }
-      return lock.error();
+      // A different runtime than before (the old one went away): the old lock no longer guards anything.
+      lock_ = std::move(lock.value());
     }
-    // A different runtime than before (the old one went away): the old lock no longer guards anything.
-    lock_ = std::move(lock.value());
+    // Only now, under the lock, are the agent leases older than this connection a dead agent's.
+    sweepStaleLeases(*connected.value());
     return connected;
   }
 
  private:
+  // Docker has no leases: the sweep is containerd's and a no-op for any other runtime.
+  static void sweepStaleLeases(runtime::ContainerRuntime& runtime) {
+    const auto sweep = runtime::containerd::deleteStaleLeases(runtime);
+    for (const auto& id : sweep.deleted) spdlog::info("containerd: deleted lease {} that an earlier agent left", id);
+    // Not fatal: a lease left in place only keeps its content from collection until it expires.
+    for (const auto& failure : sweep.failures) {
+      spdlog::warn("{} (a lease an earlier agent left stays until it expires)", failure.message);
+    }
+  }
+
   RuntimeConnector& inner_;
   std::string hostRoot_;
   std::string nameSpace_;

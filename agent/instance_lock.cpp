@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <optional>
+#include <utility>
 
 namespace qcs::agent {
 namespace {
@@ -63,15 +64,14 @@ Address abstractAddress(const std::string& name) {
 // The holder's pid: a connect to a listening socket is answered by the kernel itself (no accept
 // needed), and SO_PEERCRED then names the process that listened.
 std::optional<pid_t> holderPid(const Address& address) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return std::nullopt;
+  const FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return std::nullopt;
   std::optional<pid_t> pid;
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&address.addr), address.length) == 0) {
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address.addr), address.length) == 0) {
     ucred cred{};
     socklen_t size = sizeof(cred);
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &size) == 0 && cred.pid > 0) pid = cred.pid;
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &size) == 0 && cred.pid > 0) pid = cred.pid;
   }
-  ::close(fd);
   return pid;
 }
 
@@ -93,15 +93,14 @@ Result<std::unique_ptr<InstanceLock>> InstanceLock::acquire(const std::string& n
   if (name.empty() || name.size() > kMaxName) {
     return makeError(ErrorCode::kInternal, "instance lock name of " + std::to_string(name.size()) + " bytes");
   }
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
+  FileDescriptor fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
     return makeError(ErrorCode::kInternal,
                      std::string("cannot create the instance lock socket: ") + std::strerror(errno));
   }
   const Address address = abstractAddress(name);
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address.addr), address.length) != 0) {
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.addr), address.length) != 0) {
     const int error = errno;
-    ::close(fd);
     if (error != EADDRINUSE) {
       return makeError(ErrorCode::kInternal, "cannot take the instance lock @" + name + ": " + std::strerror(error));
     }
@@ -113,14 +112,11 @@ Result<std::unique_ptr<InstanceLock>> InstanceLock::acquire(const std::string& n
                          "the DaemonSet from this node), or give this one another sensor.name");
   }
   // Listening lets a second agent learn this one's pid through SO_PEERCRED.
-  if (::listen(fd, 4) != 0) {
+  if (::listen(fd.get(), 4) != 0) {
     const int error = errno;
-    ::close(fd);
     return makeError(ErrorCode::kInternal, "cannot listen on the instance lock @" + name + ": " + std::strerror(error));
   }
-  return std::unique_ptr<InstanceLock>(new InstanceLock(fd, name));
+  return std::unique_ptr<InstanceLock>(new InstanceLock(std::move(fd), name));
 }
-
-InstanceLock::~InstanceLock() { ::close(fd_); }
 
 }  // namespace qcs::agent

@@ -11,7 +11,9 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
+#include "common/file_descriptor.h"
 #include "common/result.h"
 
 namespace qcs::agent {
@@ -28,15 +30,14 @@ class InstanceLock {
   // Takes the lock. kConflict when another process holds it; the message names the holder's pid
   // when the kernel tells it, the sensor and the runtime, and what to do.
   static Result<std::unique_ptr<InstanceLock>> acquire(const std::string& name, std::string_view what);
-  ~InstanceLock();
   InstanceLock(const InstanceLock&) = delete;
   InstanceLock& operator=(const InstanceLock&) = delete;
 
   const std::string& name() const { return name_; }
 
  private:
-  InstanceLock(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
-  int fd_;
+  InstanceLock(FileDescriptor fd, std::string name) : fd_(std::move(fd)), name_(std::move(name)) {}
+  FileDescriptor fd_;  // the bound, listening socket: the lock is held while it is open
   std::string name_;
 };
 

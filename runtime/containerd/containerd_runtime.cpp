@@ -374,7 +374,7 @@ class ContainerdRuntime final : public ContainerRuntime {
     struct LeaseGuard {
       ContainerdRuntime* self;
       std::string id;
-      ~LeaseGuard() { self->deleteLease(id); }
+      ~LeaseGuard() { (void)self->deleteLease(id); }
     } leaseGuard{this, lease.value()};
     if (auto st = prepareSnapshot(id, image->chainId, lease.value()); !st) return st.error();
 
@@ -605,6 +605,33 @@ class ContainerdRuntime final : public ContainerRuntime {
     return std::make_unique<ContainerdEventWatcher>(client_, ooms_, std::move(onEvent));
   }
 
+  // See deleteStaleLeases() in the header. The cut is this object's creation: every lease this
+  // runtime and its image store make is younger, and an older one was made by an earlier process
+  // which, once the caller holds the instance lock, is no longer alive.
+  StaleLeaseSweep sweepStaleLeases() {
+    StaleLeaseSweep sweep;
+    leases_v1::ListRequest request;
+    request.add_filters("id~=^" + std::string(kAgentLeasePrefix));
+    leases_v1::ListResponse response;
+    if (auto st = unary("listing leases", timeout(),
+                        [&](grpc::ClientContext& c) { return leases_->List(&c, request, &response); });
+        !st) {
+      sweep.failures.push_back(st.error());
+      return sweep;
+    }
+    for (const auto& lease : response.leases()) {
+      // Checked again: the filter is a regular expression containerd applies, the prefix is our rule.
+      if (lease.id().rfind(kAgentLeasePrefix, 0) != 0 || !lease.has_created_at()) continue;
+      if (detail::toTimePoint(lease.created_at()) >= connectedAt_) continue;
+      if (auto st = deleteLease(lease.id()); st) {
+        sweep.deleted.push_back(lease.id());
+      } else if (st.code() != ErrorCode::kNotFound) {
+        sweep.failures.push_back(st.error());
+      }
+    }
+    return sweep;
+  }
+
  private:
   static registry::RegistryClientOptions registryOptions(const ContainerdRuntimeOptions& options) {
     registry::RegistryClientOptions out;
@@ -739,12 +766,11 @@ class ContainerdRuntime final : public ContainerRuntime {
   }
 
   // A short-lived lease: containerd's garbage collector leaves alone what is created under it (a
-  // prepared snapshot that no container record references yet). It expires by itself if the agent
-  // dies before deleting it.
+  // prepared snapshot that no container record references yet). If the agent dies before deleting
+  // it, the next agent's sweep at connect deletes it, else it expires by itself.
   Result<std::string> createLease(const std::string& purpose) {
-    deleteStaleLeases("qcs-agent-" + purpose + "-");
     leases_v1::CreateRequest request;
-    request.set_id("qcs-agent-" + purpose + "-" + randomHex(6));
+    request.set_id(std::string(kAgentLeasePrefix) + purpose + "-" + randomHex(6));
     (*request.mutable_labels())["containerd.io/gc.expire"] =
         formatRfc3339(system_clock::now() + std::chrono::hours(1)).substr(0, 19) + "Z";
     leases_v1::CreateResponse response;
@@ -755,32 +781,12 @@ class ContainerdRuntime final : public ContainerRuntime {
     }
     return response.lease().id();
   }
-  // Leases with this prefix that an earlier agent left when it died between creating one and
-  // deleting it: made before this connection. One agent supervises the sensor at a time (the
-  // instance lock), so none of them guards a create still running. Deleting them lets containerd
-  // collect what they held now rather than at their expiry. Best effort.
-  void deleteStaleLeases(const std::string& prefix) {
-    leases_v1::ListRequest request;
-    request.add_filters("id~=^" + prefix);
-    leases_v1::ListResponse response;
-    if (!unary("listing leases", timeout(),
-               [&](grpc::ClientContext& c) { return leases_->List(&c, request, &response); })) {
-      return;
-    }
-    const int64_t connectedAt =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(connectedAt_.time_since_epoch()).count();
-    for (const auto& lease : response.leases()) {
-      if (lease.id().rfind(prefix, 0) != 0 || !lease.has_created_at()) continue;
-      const int64_t createdAt = lease.created_at().seconds() * 1'000'000'000 + lease.created_at().nanos();
-      if (createdAt < connectedAt) deleteLease(lease.id());
-    }
-  }
-  void deleteLease(const std::string& id) {
+  Status deleteLease(const std::string& id) {
     leases_v1::DeleteRequest request;
     request.set_id(id);
     google::protobuf::Empty empty;
-    (void)unary("deleting lease " + id, timeout(),
-                [&](grpc::ClientContext& c) { return leases_->Delete(&c, request, &empty); });
+    return unary("deleting lease " + id, timeout(),
+                 [&](grpc::ClientContext& c) { return leases_->Delete(&c, request, &empty); });
   }
 
   Result<ContainerInfo> describe(const containers_v1::Container& container) {
@@ -939,6 +945,12 @@ Result<std::unique_ptr<ContainerRuntime>> connectContainerd(const ContainerdRunt
   auto version = client->version();
   if (!version) return version.error();
   return std::unique_ptr<ContainerRuntime>(std::make_unique<ContainerdRuntime>(options, client, version.value()));
+}
+
+StaleLeaseSweep deleteStaleLeases(ContainerRuntime& runtime) {
+  auto* containerd = dynamic_cast<ContainerdRuntime*>(&runtime);
+  if (containerd == nullptr) return {};
+  return containerd->sweepStaleLeases();
 }
 
 }  // namespace qcs::runtime::containerd

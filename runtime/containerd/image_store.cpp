@@ -49,7 +49,6 @@ constexpr const char* kUncompressedLabel = "containerd.io/uncompressed";
 // As containerd's own client: long enough for any pull, short enough that the content of a pull
 // whose agent died is collected the next day.
 constexpr auto kLeaseExpiry = std::chrono::hours(24);
-constexpr const char* kPullLeasePrefix = "qcs-agent-pull-";
 
 // Extracting a large layer on a slow disk takes minutes; the node's call timeout is for quick calls.
 constexpr milliseconds kApplyTimeout = std::chrono::minutes(30);
@@ -145,39 +144,15 @@ struct detail::ImageServices {
   // --- leases
 
   Result<std::string> createLease() {
-    deleteStaleLeases();
     grpc::ClientContext context;
     prepare(context, {}, callTimeout);
     leases_v1::CreateRequest request;
-    request.set_id(kPullLeasePrefix + uniqueSuffix());
+    request.set_id(std::string(kAgentLeasePrefix) + "pull-" + uniqueSuffix());
     (*request.mutable_labels())[kGcExpireLabel] = rfc3339(std::chrono::system_clock::now() + kLeaseExpiry);
     leases_v1::CreateResponse response;
     const grpc::Status status = leases->Create(&context, request, &response);
     if (!status.ok()) return error(status, "creating a lease", callTimeout);
     return response.lease().id();
-  }
-
-  // Pull leases an earlier agent process left when it died mid-pull (SIGKILL, OOM, power loss):
-  // named for another pid and created before this connection to containerd was made. Deleting them lets containerd
-  // collect their half-written content and extraction snapshots now instead of at the 24 h expiry.
-  // One agent supervises a namespace's sensor at a time (the instance lock), so a lease from before
-  // this agent connected cannot belong to a pull still running. Best effort: failures leave the expiry.
-  void deleteStaleLeases() {
-    grpc::ClientContext context;
-    prepare(context, {}, callTimeout);
-    leases_v1::ListRequest request;
-    request.add_filters(std::string("id~=^") + kPullLeasePrefix);
-    leases_v1::ListResponse response;
-    if (!leases->List(&context, request, &response).ok()) return;
-    const std::string own = std::string(kPullLeasePrefix) + std::to_string(::getpid()) + "-";
-    const auto connectedAt = std::chrono::duration_cast<std::chrono::nanoseconds>(created_.time_since_epoch()).count();
-    for (const auto& lease : response.leases()) {
-      if (lease.id().rfind(kPullLeasePrefix, 0) != 0 || lease.id().rfind(own, 0) == 0) continue;
-      if (!lease.has_created_at()) continue;
-      const int64_t createdAt = lease.created_at().seconds() * 1'000'000'000 + lease.created_at().nanos();
-      if (createdAt >= connectedAt) continue;
-      (void)deleteLease(lease.id());
-    }
   }
 
   Status deleteLease(const std::string& id) {
@@ -355,8 +330,6 @@ struct detail::ImageServices {
   std::unique_ptr<images_v1::Images::Stub> images;
   std::unique_ptr<leases_v1::Leases::Stub> leases;
   std::unique_ptr<snapshots_v1::Snapshots::Stub> snapshots;
-  // When this connection was made: leases of an earlier agent were created before it.
-  std::chrono::system_clock::time_point created_ = std::chrono::system_clock::now();
 };
 
 namespace {

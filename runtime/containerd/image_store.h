@@ -10,8 +10,10 @@
 //   updates the image record: a record written by pull() always has complete content. Its target
 //   is the platform manifest, also when the tag names an index; find() and unpack() also handle
 //   records that point at an index (`ctr images pull/import`), using this node's platform.
-// - GC: all writes happen under a lease (containerd-lease header) that is deleted when pull() or
-//   unpack() returns, success or not (if the agent dies first, it expires after 24h). The manifest carries
+// - GC: all writes happen under a lease (containerd-lease header, id kAgentLeasePrefix + "pull-...")
+//   that is deleted when pull() or unpack() returns, success or not. If the agent dies first, the
+//   next agent deletes it when it connects (deleteStaleLeases, containerd_runtime.h), else it
+//   expires after 24h. The manifest carries
 //   containerd.io/gc.ref.content.config and .l.<i>; the config carries containerd.io/gc.ref.snapshot.<snapshotter> =
 //   the top chain id. So the image record keeps its manifest, config, layers and snapshots alive, and nothing else.
 // - Errors: the registry's (kUnauthenticated with its message, kNotFound naming the reference),
@@ -43,6 +45,9 @@ struct ImageServices;  // the gRPC stubs and call plumbing, inside image_store.c
 }
 
 inline constexpr std::string_view kDefaultSnapshotter = "overlayfs";
+// Every lease the agent makes is named with this prefix ("qcs-agent-pull-...", "qcs-agent-create-..."):
+// the stale-lease sweep at connect (containerd_runtime.h) knows the agent's own leases by it.
+inline constexpr std::string_view kAgentLeasePrefix = "qcs-agent-";
 inline constexpr std::size_t kWriteChunkBytes = 1024 * 1024;
 
 struct LocalImage {

@@ -4,6 +4,7 @@
 #include "runtime/containerd/image_store.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <map>
@@ -14,6 +15,7 @@
 
 #include "common/encoding.h"
 #include "harness/harness.h"
+#include "runtime/containerd/containerd_runtime.h"
 
 namespace qcs::runtime::containerd {
 namespace {
@@ -22,6 +24,7 @@ using namespace std::chrono_literals;
 using qcs::testing::Containerd;
 using qcs::testing::Dockerd;
 using qcs::testing::Registry;
+using qcs::testing::waitFor;
 
 constexpr const char* kNamespace = "qualys";
 constexpr const char* kSnapshotter = "overlayfs";
@@ -147,6 +150,17 @@ class ContainerdPullTest : public ::testing::Test {
     EXPECT_TRUE(out.ok()) << out.message();
     return out.ok() ? *out : std::string();
   }
+  // A ContainerdRuntime on the same containerd and namespace: what the next agent connects.
+  std::unique_ptr<ContainerRuntime> connectRuntime() {
+    ContainerdRuntimeOptions options;
+    options.socketPath = containerd_->socketPath();
+    options.nameSpace = kNamespace;
+    options.snapshotter = kSnapshotter;
+    options.timeout = 10s;
+    auto connected = connectContainerd(options);
+    EXPECT_TRUE(connected.ok()) << connected.message();
+    return connected.ok() ? std::move(connected.value()) : nullptr;
+  }
   std::string imageNames() { return ctr("images ls -q"); }
   std::string contentDigests() { return ctr("content ls -q"); }
   std::set<std::string> snapshotKeys() {
@@ -257,22 +271,93 @@ TEST_F(ContainerdPullTest, ASecondPullFetchesNothingNew) {
   EXPECT_TRUE(ctr("leases ls -q").empty()) << "the pull's lease outlived it";
 }
 
-TEST_F(ContainerdPullTest, APullLeaseAnEarlierAgentLeftIsDeletedByTheNextPull) {
+TEST_F(ContainerdPullTest, APullLeaseAnEarlierAgentLeftIsDeletedWhenTheNextAgentConnects) {
   // What an agent SIGKILLed mid-pull leaves: its lease (named for its pid), holding whatever it wrote.
-  ASSERT_FALSE(ctr("leases create --id qcs-agent-pull-999999-1-0-deadbeef").empty());
+  const std::string leftover = "qcs-agent-pull-999999-1-0-deadbeef";
+  ASSERT_FALSE(ctr("leases create --id " + leftover).empty());
   // Someone else's lease is not the agent's to delete.
   ASSERT_FALSE(ctr("leases create --id someone-elses-lease").empty());
-  // The agent that comes next connects after both were made.
-  registry::RegistryClientOptions options;
-  options.connectTimeout = 5s;
-  options.requestTimeout = 30s;
-  options.blobTimeout = 120s;
-  store_ = std::make_unique<ImageStore>(*client_, kSnapshotter, options);
 
-  auto pulled = store_->pull(reference(), credentials(kPassword), {});
+  // The agent that comes next connects after both were made (and, in the agent, takes the lock).
+  auto runtime = connectRuntime();
+  ASSERT_NE(runtime, nullptr);
+  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  EXPECT_TRUE(sweep.failures.empty()) << sweep.failures.front().message;
+  EXPECT_EQ(sweep.deleted, std::vector<std::string>{leftover});
+  EXPECT_EQ(ctr("leases ls -q"), "someone-elses-lease");
+
+  // Its own pull then runs as usual and leaves no lease of its own behind.
+  auto pulled = runtime->pullImage(reference(), credentials(kPassword), {});
   ASSERT_TRUE(pulled.ok()) << pulled.message();
   EXPECT_EQ(ctr("leases ls -q"), "someone-elses-lease");
   ctr("leases delete someone-elses-lease");
+}
+
+TEST_F(ContainerdPullTest, ALeftoverPullLeaseIsDeletedAtConnectWhenTheImageIsAlreadyStored) {
+  // An agent killed after its pull stored the image but before it deleted the pull's lease: the next
+  // agent finds the image and pulls nothing, so only the sweep at connect can delete that lease.
+  auto pulled = store_->pull(reference(), credentials(kPassword), {});
+  ASSERT_TRUE(pulled.ok()) << pulled.message();
+  const std::string leftover = "qcs-agent-pull-999999-2-0-0badf00d";
+  ASSERT_FALSE(ctr("leases create --id " + leftover).empty());
+  // And one a create left (killed between preparing the rootfs snapshot and recording the container).
+  const std::string leftoverCreate = "qcs-agent-create-0123456789ab";
+  ASSERT_FALSE(ctr("leases create --id " + leftoverCreate).empty());
+  const std::string contentBefore = contentDigests();
+  const std::set<std::string> snapshotsBefore = snapshotKeys();
+
+  auto runtime = connectRuntime();
+  ASSERT_NE(runtime, nullptr);
+  auto present = runtime->imagePresent(reference());
+  ASSERT_TRUE(present.ok()) << present.message();
+  ASSERT_TRUE(present.value()) << "the stored image must not need a pull";
+  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  EXPECT_TRUE(sweep.failures.empty()) << sweep.failures.front().message;
+  EXPECT_EQ(std::set<std::string>(sweep.deleted.begin(), sweep.deleted.end()),
+            (std::set<std::string>{leftover, leftoverCreate}));
+  EXPECT_TRUE(ctr("leases ls -q").empty());
+
+  // The image keeps what it references: the leases were all that went.
+  auto image = store_->find(reference());
+  ASSERT_TRUE(image.ok()) << image.message();
+  EXPECT_TRUE(image->unpacked);
+  EXPECT_EQ(contentDigests(), contentBefore);
+  EXPECT_EQ(snapshotKeys(), snapshotsBefore);
+}
+
+TEST_F(ContainerdPullTest, ALeaseMadeAfterConnectIsNotDeletedBySweep) {
+  const std::string older = "qcs-agent-create-00000000000a";
+  ASSERT_FALSE(ctr("leases create --id " + older).empty());
+  auto runtime = connectRuntime();
+  ASSERT_NE(runtime, nullptr);
+  // As a pull of this agent running at the time of the sweep would hold.
+  const std::string concurrent = "qcs-agent-pull-" + std::to_string(::getpid()) + "-1-0-00000001";
+  ASSERT_FALSE(ctr("leases create --id " + concurrent).empty());
+
+  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  EXPECT_TRUE(sweep.failures.empty()) << sweep.failures.front().message;
+  EXPECT_EQ(sweep.deleted, std::vector<std::string>{older});
+  EXPECT_EQ(ctr("leases ls -q"), concurrent);
+  ctr("leases delete " + concurrent);
+}
+
+TEST_F(ContainerdPullTest, ASweepThatCannotReachContainerdReportsAndLeavesTheRuntimeUsable) {
+  const std::string leftover = "qcs-agent-pull-999999-3-0-00c0ffee";
+  ASSERT_FALSE(ctr("leases create --id " + leftover).empty());
+  auto runtime = connectRuntime();
+  ASSERT_NE(runtime, nullptr);
+  containerd_->stop();
+
+  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  EXPECT_TRUE(sweep.deleted.empty());
+  ASSERT_EQ(sweep.failures.size(), 1u);
+  EXPECT_NE(sweep.failures.front().message.find("listing leases"), std::string::npos) << sweep.failures.front().message;
+
+  // The lease is still there for the next sweep (or its expiry), and the runtime works once
+  // containerd is back.
+  ASSERT_TRUE(containerd_->restart());
+  EXPECT_TRUE(waitFor([&] { return runtime->ping().ok(); }, 30s));
+  EXPECT_EQ(ctr("leases ls -q"), leftover);
 }
 
 TEST_F(ContainerdPullTest, AWrongPasswordIsUnauthenticatedAndCreatesNothing) {

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -571,6 +572,32 @@ std::vector<std::string> nonEmptyLines(const std::string& text) {
   return out;
 }
 
+// runc creates /<namespace>/<container> in every cgroup hierarchy (v2: /sys/fs/cgroup; v1:
+// /sys/fs/cgroup/<controller>) and removes only the container's level when its task goes, so every
+// test namespace would leave an empty /<namespace> behind on the machine. rmdir, never a recursive
+// removal: it removes a directory only when it is empty, so a group that still holds a process or
+// another containerd's container (a namespace name shared by tests running in parallel) stays.
+void removeNamespaceCgroups(const std::map<std::string, std::vector<std::string>>& containersByNamespace) {
+  const auto isName = [](const std::string& name) {
+    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
+  };
+  std::vector<std::string> hierarchies = {"/sys/fs/cgroup"};
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+    if (entry.is_directory(ec) && !entry.is_symlink(ec)) hierarchies.push_back(entry.path().string());
+  }
+  for (const auto& [nameSpace, containers] : containersByNamespace) {
+    if (!isName(nameSpace)) continue;
+    for (const auto& hierarchy : hierarchies) {
+      const std::string group = hierarchy + "/" + nameSpace;
+      for (const auto& id : containers) {
+        if (isName(id)) ::rmdir((group + "/" + id).c_str());
+      }
+      ::rmdir(group.c_str());
+    }
+  }
+}
+
 }  // namespace
 
 std::unique_ptr<Containerd> Containerd::start() {
@@ -630,6 +657,8 @@ bool Containerd::launch() {
 }
 
 Containerd::~Containerd() {
+  // This daemon's namespaces and the containers it had: the cgroup names its tasks used.
+  std::map<std::string, std::vector<std::string>> containersByNamespace;
   if (process_) {
     auto namespaces = cli("namespaces ls -q");
     for (const auto& ns : namespaces.ok() ? nonEmptyLines(*namespaces) : std::vector<std::string>{}) {
@@ -639,8 +668,10 @@ Containerd::~Containerd() {
         auto killed = cli(n + "tasks delete -f " + shellQuote(id));
         if (!killed.ok()) std::cerr << "harness: deleting task " << id << ": " << killed.message() << "\n";
       }
+      auto& known = containersByNamespace[ns];
       auto containers = cli(n + "containers ls -q");
       for (const auto& id : containers.ok() ? nonEmptyLines(*containers) : std::vector<std::string>{}) {
+        known.push_back(id);
         auto removed = cli(n + "containers delete " + shellQuote(id));
         if (!removed.ok()) std::cerr << "harness: deleting container " << id << ": " << removed.message() << "\n";
       }
@@ -652,6 +683,7 @@ Containerd::~Containerd() {
     std::cerr << "harness: killing leftover " << pid << ": " << processCmdline(pid) << "\n";
     ::kill(pid, SIGKILL);
   }
+  removeNamespaceCgroups(containersByNamespace);
   removeTree(dir_);
 }
 

@@ -141,7 +141,9 @@ class Containerd {
   // Starts it and waits (up to 60s) until the Version service answers; nullptr (with the log on
   // stderr) if not.
   static std::unique_ptr<Containerd> start();
-  ~Containerd();  // kills and deletes its tasks and containers, stops it, kills leftover shims, unmounts, removes dirs
+  // Kills and deletes its tasks and containers, stops it, kills leftover shims, rmdirs the (empty)
+  // cgroups runc made for its namespaces and containers, unmounts, removes dirs.
+  ~Containerd();
   Containerd(const Containerd&) = delete;
   Containerd& operator=(const Containerd&) = delete;
 
