@@ -1,5 +1,7 @@
 #include "agent/metrics.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -8,11 +10,15 @@
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
-#include <prometheus/text_serializer.h>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <string_view>
 #include <vector>
+
+#include "agent/metrics_text.h"
+#include "common/file_descriptor.h"
 
 namespace qcs::agent {
 
@@ -27,44 +33,102 @@ void advanceTo(prometheus::Counter& counter, double value) {
   if (delta > 0) counter.Increment(delta);
 }
 
-std::string readWholeFile(const char* path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+// Appends a /proc file to `out`, up to `limit` bytes. Leaves `out` as it was when the file cannot be
+// opened (every /proc/self file the agent reads exists while it runs).
+void readProcFile(const char* path, size_t limit, std::string& out) {
+  const FileDescriptor fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return;
+  constexpr size_t kChunk = 4096;
+  while (out.size() < limit) {
+    const size_t used = out.size();
+    out.resize(std::min(used + kChunk, limit));
+    const ssize_t n = ::read(fd.get(), out.data() + used, out.size() - used);
+    out.resize(used + (n > 0 ? static_cast<size_t>(n) : 0));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+  }
+}
+
+// /proc/stat's btime (seconds since the epoch); 0 when it is missing. Read once: it never changes,
+// and reading /proc/stat makes the kernel format every CPU's and every interrupt's counters.
+double readBootTime() {
+  std::string text;
+  readProcFile("/proc/stat", size_t{64} << 20, text);
+  constexpr std::string_view kKey = "btime ";
+  for (size_t pos = 0; pos < text.size();) {
+    const size_t end = std::min(text.find('\n', pos), text.size());
+    const std::string_view line(text.data() + pos, end - pos);
+    if (line.starts_with(kKey)) {
+      uint64_t seconds = 0;
+      std::from_chars(line.data() + kKey.size(), line.data() + line.size(), seconds);
+      return static_cast<double>(seconds);
+    }
+    pos = end + 1;
+  }
+  return 0;
+}
+
+// Parses a whole /proc/self/stat field as an unsigned or signed integer.
+template <typename T>
+Result<T> statField(const std::array<std::string_view, 22>& fields, size_t index) {
+  const std::string_view field = fields[index];
+  T value{};
+  const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), value);
+  if (ec != std::errc() || end != field.data() + field.size()) {
+    // fields[0] is the file's field 3 (state), which proc(5) numbers from 1.
+    return makeError(ErrorCode::kInternal, "/proc/self/stat field " + std::to_string(index + 3) +
+                                               " is not a number: '" + std::string(field) + "'");
+  }
+  return value;
 }
 
 }  // namespace
 
 Result<ProcessStats> readProcessStats() {
   // /proc/self/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses, so fields
-  // are counted from the last ')'.
-  const std::string stat = readWholeFile("/proc/self/stat");
+  // are counted from the last ')'. The whole line is under 1 KiB: one allocation holds it.
+  std::string stat;
+  stat.reserve(4096);
+  readProcFile("/proc/self/stat", 4096, stat);
   const auto close = stat.rfind(')');
   if (close == std::string::npos) return makeError(ErrorCode::kInternal, "cannot read /proc/self/stat");
-  std::istringstream fields(stat.substr(close + 1));
-  std::vector<std::string> f;
-  for (std::string field; fields >> field;) f.push_back(field);
   // f[0] is field 3 (state): utime 14, stime 15, starttime 22, vsize 23, rss 24.
-  if (f.size() < 22) return makeError(ErrorCode::kInternal, "/proc/self/stat has too few fields");
+  std::array<std::string_view, 22> f;
+  size_t count = 0;
+  for (size_t pos = close + 1; count < f.size();) {
+    pos = stat.find_first_not_of(" \n", pos);
+    if (pos == std::string::npos) break;
+    const size_t end = std::min(stat.find_first_of(" \n", pos), stat.size());
+    f[count++] = std::string_view(stat.data() + pos, end - pos);
+    pos = end;
+  }
+  if (count < f.size()) return makeError(ErrorCode::kInternal, "/proc/self/stat has too few fields");
+  const auto utime = statField<uint64_t>(f, 11);
+  if (!utime) return utime.error();
+  const auto stime = statField<uint64_t>(f, 12);
+  if (!stime) return stime.error();
+  const auto startTicks = statField<uint64_t>(f, 19);
+  if (!startTicks) return startTicks.error();
+  const auto vsize = statField<int64_t>(f, 20);
+  if (!vsize) return vsize.error();
+  const auto rssPages = statField<int64_t>(f, 21);
+  if (!rssPages) return rssPages.error();
+
   const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
   const int64_t pageSize = sysconf(_SC_PAGESIZE);
   ProcessStats stats;
-  stats.cpuSeconds = (std::stod(f[11]) + std::stod(f[12])) / ticks;
-  stats.virtualBytes = std::stoll(f[20]);
-  stats.residentBytes = std::stoll(f[21]) * pageSize;
+  stats.cpuSeconds = (static_cast<double>(*utime) + static_cast<double>(*stime)) / ticks;
+  stats.virtualBytes = *vsize;
+  stats.residentBytes = *rssPages * pageSize;
+  static const double bootTime = readBootTime();
+  stats.startTimeSeconds = bootTime + static_cast<double>(*startTicks) / ticks;
 
-  std::istringstream procStat(readWholeFile("/proc/stat"));
-  double bootTime = 0;
-  for (std::string line; std::getline(procStat, line);) {
-    if (line.rfind("btime ", 0) == 0) bootTime = std::stod(line.substr(6));
-  }
-  stats.startTimeSeconds = bootTime + std::stod(f[19]) / ticks;
-
-  std::error_code ec;
-  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++stats.openFds;
+  // Counts the directory's own descriptor too, as every reader of /proc/self/fd does.
+  if (const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir("/proc/self/fd"), &::closedir); dir) {
+    while (const dirent* entry = ::readdir(dir.get())) {
+      const std::string_view name = entry->d_name;
+      if (name != "." && name != "..") ++stats.openFds;
+    }
   }
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
@@ -91,6 +155,15 @@ Metrics::Metrics(const std::string& version, const std::string& revision)
                     .Help("Where the agent runs: cloud, orchestrator, region, zone and ECS cluster (always 1)")
                     .Register(r);
   runtimeUp_ = &BuildGauge().Name("qcs_runtime_up").Help("1 when the container runtime answers").Register(r);
+  eventStreamUp_ = &BuildGauge()
+                        .Name("qcs_runtime_event_stream_up")
+                        .Help("1 when the runtime's event stream is connected (else exits are seen by reconcile only)")
+                        .Register(r);
+  eventStreamLosses_ = &BuildCounter()
+                            .Name("qcs_runtime_event_stream_losses_total")
+                            .Help("Times the runtime's event stream was lost")
+                            .Register(r)
+                            .Add({});
   runtimeDuration_ = &BuildHistogram()
                           .Name("qcs_runtime_request_duration_seconds")
                           .Help("Duration of calls to the container runtime, by operation")
@@ -190,9 +263,14 @@ void Metrics::runtimeCall(const std::string& runtime, const char* op, double sec
 
 void Metrics::update(const SupervisorStatus& s) {
   const std::string kind = s.runtimeKind.empty() ? "unknown" : s.runtimeKind;
-  if (!lastRuntimeKind_.empty() && lastRuntimeKind_ != kind) runtimeUp_->Add({{"runtime", lastRuntimeKind_}}).Set(0);
+  if (!lastRuntimeKind_.empty() && lastRuntimeKind_ != kind) {
+    runtimeUp_->Add({{"runtime", lastRuntimeKind_}}).Set(0);
+    eventStreamUp_->Add({{"runtime", lastRuntimeKind_}}).Set(0);
+  }
   lastRuntimeKind_ = kind;
   runtimeUp_->Add({{"runtime", kind}}).Set(s.runtimeUp ? 1 : 0);
+  eventStreamUp_->Add({{"runtime", kind}}).Set(s.eventStreamConnected ? 1 : 0);
+  advanceTo(*eventStreamLosses_, static_cast<double>(s.eventStreamLosses));
 
   const bool running = s.state == SensorState::kRunning;
   sensorUp_->Set(running ? 1 : 0);
@@ -239,7 +317,7 @@ void Metrics::update(const SupervisorStatus& s) {
 std::string Metrics::render(const SupervisorStatus& status) {
   std::lock_guard lock(mu_);
   update(status);
-  return prometheus::TextSerializer().Serialize(registry_->Collect());
+  return serializeTextFormat(registry_->Collect());
 }
 
 }  // namespace qcs::agent

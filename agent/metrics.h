@@ -2,7 +2,7 @@
 //
 // Contract:
 // - render() brings every metric up to date from a SupervisorStatus snapshot and /proc/self, then
-//   serializes the registry in text format 0.0.4 with prometheus::TextSerializer. It is cheap (no
+//   serializes the registry in text format 0.0.4 with serializeTextFormat(). It is cheap (no
 //   runtime call) and thread-safe, so the HTTP thread calls it on every scrape.
 // - Counters only ever go up: they follow the supervisor's own monotonic counts, and the sensor's
 //   CPU time carries over when a new container starts from zero.
@@ -71,6 +71,8 @@ class Metrics final : public RuntimeObserver {
   prometheus::Family<prometheus::Gauge>* agentInfo_;
   std::vector<prometheus::Gauge*> agentInfoSeries_;
   prometheus::Family<prometheus::Gauge>* runtimeUp_;
+  prometheus::Family<prometheus::Gauge>* eventStreamUp_;
+  prometheus::Counter* eventStreamLosses_;
   prometheus::Family<prometheus::Histogram>* runtimeDuration_;
   prometheus::Family<prometheus::Counter>* runtimeErrors_;
   prometheus::Gauge* sensorUp_;

@@ -177,6 +177,22 @@ TEST_F(MetricsTest, CountersFollowTheSupervisorAndNeverGoDown) {
   EXPECT_EQ(sample(metrics.render(s), "qcs_image_pull_duration_seconds_count"), 1);
 }
 
+TEST_F(MetricsTest, TheEventStreamIsShownAndItsLossesCounted) {
+  auto s = runningStatus();
+  std::string text = metrics.render(s);
+  EXPECT_TRUE(hasType(text, "qcs_runtime_event_stream_up", "gauge"));
+  EXPECT_TRUE(hasType(text, "qcs_runtime_event_stream_losses_total", "counter"));
+  EXPECT_EQ(sample(text, "qcs_runtime_event_stream_up{runtime=\"docker\"}"), 0) << "not said to be connected yet";
+  EXPECT_EQ(sample(text, "qcs_runtime_event_stream_losses_total"), 0);
+  s.eventStreamConnected = true;
+  EXPECT_EQ(sample(metrics.render(s), "qcs_runtime_event_stream_up{runtime=\"docker\"}"), 1);
+  s.eventStreamConnected = false;
+  s.eventStreamLosses = 2;
+  text = metrics.render(s);
+  EXPECT_EQ(sample(text, "qcs_runtime_event_stream_up{runtime=\"docker\"}"), 0);
+  EXPECT_EQ(sample(text, "qcs_runtime_event_stream_losses_total"), 2);
+}
+
 TEST_F(MetricsTest, ProcessMetricsArePlausible) {
   const std::string text = metrics.render(SupervisorStatus{});
   auto resident = sample(text, "process_resident_memory_bytes");
