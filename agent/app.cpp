@@ -140,6 +140,12 @@ std::string formatStatusReport(const nlohmann::json& d, const std::string& liste
   }
   out << "  runtime:    " << text(runtime, "kind") << " " << text(runtime, "version") << " at "
       << text(runtime, "endpoint") << (runtime.value("up", false) ? " (up)" : " (UNREACHABLE)") << "\n";
+  if (runtime.contains("eventStream") && runtime["eventStream"].is_object()) {
+    const auto& stream = runtime["eventStream"];
+    const std::string lastLoss = text(stream, "lastLoss");
+    out << "  events:     " << (stream.value("connected", false) ? "connected" : "NOT CONNECTED (reconcile only)")
+        << ", lost " << text(stream, "losses") << " times" << (lastLoss == "-" ? "" : ", last: " + lastLoss) << "\n";
+  }
   std::string id = text(sensor, "containerId");
   out << "  sensor:     " << text(sensor, "state") << ", container " << (id == "-" ? id : id.substr(0, 12)) << "\n";
   out << "  image:      " << text(sensor, "image") << " (" << text(sensor, "imageId") << ")\n";

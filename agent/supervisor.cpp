@@ -155,10 +155,16 @@ SteadyTime Supervisor::step() {
     switch (event.kind) {
       case RuntimeEvent::Kind::kStreamLost:
         spdlog::warn("runtime event stream lost: {}", event.detail);
+        updateStatus([&](SupervisorStatus& s) {
+          s.eventStreamConnected = false;
+          ++s.eventStreamLosses;
+          s.lastEventStreamLoss = event.detail;
+        });
         reconcileRequested_ = true;
         break;
       case RuntimeEvent::Kind::kStreamConnected:
         spdlog::debug("runtime event stream connected");
+        updateStatus([](SupervisorStatus& s) { s.eventStreamConnected = true; });
         reconcileRequested_ = true;
         if (!runtimeUp_) reconnectAt_ = clock_.now();
         break;

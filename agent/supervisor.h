@@ -86,6 +86,12 @@ struct SupervisorStatus {
   double lastPullSeconds = 0;
   uint64_t strayRemoved = 0;
   uint64_t reconciles = 0;
+  // The runtime's event stream (the watcher redials it by itself): whether it is connected now, how
+  // many times it was lost, and the runtime's word on the last loss. While it is down, exits are
+  // only noticed by the periodic reconcile.
+  bool eventStreamConnected = false;
+  uint64_t eventStreamLosses = 0;
+  std::string lastEventStreamLoss;
   bool firstReconcileDone = false;
   std::string lastError;  // never holds a secret
   // Liveness: when the loop last completed a step (or made progress inside a long one, e.g. a pull).

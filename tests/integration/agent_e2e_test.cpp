@@ -357,6 +357,9 @@ TEST_F(AgentE2ETest, ARemovedSensorIsCreatedAgain) {
 TEST_F(AgentE2ETest, SurvivesADockerdRestart) {
   agent_ = startAgent(config());
   ASSERT_TRUE(waitRunning()) << agent_->output();
+  auto eventStream = [&] { return agentStatus(*agent_)["runtime"]["eventStream"]; };
+  ASSERT_TRUE(waitFor([&] { return eventStream().value("connected", false); }, 30s)) << eventStream().dump();
+  EXPECT_EQ(eventStream().value("losses", -1), 0);
   std::string started = sensorStartedAt();
   ASSERT_TRUE(dockerd_->restart()) << dockerd_->log();
   ASSERT_TRUE(waitRestarted(started, 60s)) << agent_->output();
@@ -364,6 +367,9 @@ TEST_F(AgentE2ETest, SurvivesADockerdRestart) {
   EXPECT_EQ(managedCount(), 1);
   ASSERT_TRUE(waitFor([&] { return agentState() == "running"; }, 30s));
   EXPECT_EQ(agentStatus(*agent_)["runtime"].value("up", false), true);
+  // The stream was cut with the daemon and is back.
+  EXPECT_TRUE(waitFor([&] { return eventStream().value("connected", false); }, 30s)) << eventStream().dump();
+  EXPECT_GE(eventStream().value("losses", 0), 1) << eventStream().dump();
   EXPECT_EQ(restarts("runtime") + restarts("exit"), 1u) << "one restart, whichever came first: the exit or the outage";
 }
 

@@ -193,12 +193,21 @@ TEST_F(PrometheusTest, StatusCommandReadsTheRunningAgent) {
       60s))
       << agent_->output();
 
+  // Ready needs no event stream (reconcile alone supervises), so wait for it to say it is connected.
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto document = agent::httpGet(address, "/status", 5s);
+        auto doc = document.ok() ? json::parse(document->body, nullptr, false) : json();
+        return doc.is_object() && doc["runtime"]["eventStream"].value("connected", false);
+      },
+      30s));
   auto status = runCommand({QCS_AGENT_BINARY, "status", "--listen", address}, "", 30s);
   ASSERT_TRUE(status.ok()) << status.message();
   EXPECT_EQ(status->exitCode, 0) << status->err;
   EXPECT_NE(status->out.find(": ready"), std::string::npos) << status->out;
   EXPECT_NE(status->out.find("running"), std::string::npos) << status->out;
   EXPECT_NE(status->out.find("docker"), std::string::npos) << status->out;
+  EXPECT_NE(status->out.find("events:     connected, lost 0 times"), std::string::npos) << status->out;
   EXPECT_EQ(status->out.find(kActivationId), std::string::npos) << "no secret in the status";
   // The real daemon's resource sample arrives as soon as the sensor runs.
   std::string last;

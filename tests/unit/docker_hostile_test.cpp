@@ -149,17 +149,22 @@ std::string answer(int status, const std::string& contentType, const std::string
          body;
 }
 
-std::string pingOk(const std::string& apiVersion) {
-  return answer(200, "text/plain", "OK", "Api-Version: " + apiVersion + "\r\nServer: Docker/20.10.24 (linux)\r\n");
+// A ping that says OK at apiVersion, naming the daemon in a Server header unless `server` is empty.
+std::string pingOk(const std::string& apiVersion, const std::string& server = "Docker/20.10.24 (linux)") {
+  return answer(200, "text/plain", "OK",
+                "Api-Version: " + apiVersion + "\r\n" + (server.empty() ? "" : "Server: " + server + "\r\n"));
 }
 
-// A Docker that pings "OK" at apiVersion and answers every other request with `other`.
+// A Docker that pings "OK" at apiVersion (with `server` as pingOk has it), answers /version with
+// `version`, and every other request with `other`.
 ScriptedPeer::Handler dockerWith(std::function<std::string()> apiVersion,
-                                 std::function<PeerReply(const std::string&)> other) {
-  return [apiVersion, other](const std::string& line) {
-    if (line.find("/_ping ") != std::string::npos) return PeerReply{pingOk(apiVersion())};
+                                 std::function<PeerReply(const std::string&)> other,
+                                 const std::string& server = "Docker/20.10.24 (linux)",
+                                 const std::string& version = "20.10.24") {
+  return [apiVersion, other, server, version](const std::string& line) {
+    if (line.find("/_ping ") != std::string::npos) return PeerReply{pingOk(apiVersion(), server)};
     if (line.find("/version ") != std::string::npos) {
-      return PeerReply{answer(200, "application/json", R"({"Version":"20.10.24"})")};
+      return PeerReply{answer(200, "application/json", R"({"Version":")" + version + R"("})")};
     }
     return other(line);
   };
@@ -626,15 +631,10 @@ TEST(DockerConnectVersionTest, TheDaemonVersionComesFromThePingWithoutAskingVers
 }
 
 TEST(DockerConnectVersionTest, VersionIsAskedWhenThePingDoesNotNameTheDaemon) {
-  ScriptedPeer peer([](const std::string& line) {
-    if (line.find("/_ping ") != std::string::npos) {
-      return PeerReply{answer(200, "text/plain", "OK", "Api-Version: 1.41\r\n")};
-    }
-    if (line.find("/version ") != std::string::npos) {
-      return PeerReply{answer(200, "application/json", R"({"Version":"24.0.7"})")};
-    }
-    return PeerReply{answer(404, "application/json", R"({"message":"no"})")};
-  });
+  ScriptedPeer peer(
+      dockerWith([] { return std::string("1.41"); },
+                 [](const std::string&) { return PeerReply{answer(404, "application/json", R"({"message":"no"})")}; },
+                 /*server=*/"", /*version=*/"24.0.7"));
   auto runtime = connectTo(peer);
   ASSERT_NE(runtime, nullptr);
   EXPECT_EQ(runtime->info().version, "24.0.7");

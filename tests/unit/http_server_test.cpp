@@ -96,6 +96,8 @@ class HttpServerTest : public ::testing::Test {
     status.runtimeEndpoint = "/var/run/docker.sock";
     status.runtimeVersion = "24.0.5";
     status.runtimeUp = true;
+    status.eventStreamLosses = 3;
+    status.lastEventStreamLoss = "unexpected EOF";
     status.state = SensorState::kRunning;
     status.containerId = "abcdef0123456789";
     status.image = "qualys/qcs-sensor:latest";
@@ -203,6 +205,9 @@ TEST_F(HttpServerTest, StatusIsJsonWithTheSupervisorsView) {
   EXPECT_EQ(doc["runtime"]["endpoint"], "/var/run/docker.sock");
   EXPECT_EQ(doc["runtime"]["version"], "24.0.5");
   EXPECT_EQ(doc["runtime"]["up"], true);
+  EXPECT_EQ(doc["runtime"]["eventStream"]["connected"], false);
+  EXPECT_EQ(doc["runtime"]["eventStream"]["losses"], 3);
+  EXPECT_EQ(doc["runtime"]["eventStream"]["lastLoss"], "unexpected EOF");
   EXPECT_EQ(doc["sensor"]["containerId"], "abcdef0123456789");
   EXPECT_EQ(doc["sensor"]["state"], "running");
   EXPECT_EQ(doc["sensor"]["imageId"], "sha256:1234");

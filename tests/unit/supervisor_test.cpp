@@ -327,6 +327,28 @@ TEST_F(SupervisorTest, SurvivesTheRuntimeGoingAwayAndAdoptsAgain) {
   EXPECT_EQ(fake().starts, 1);
 }
 
+TEST_F(SupervisorTest, TheStatusFollowsTheEventStream) {
+  settle();
+  EXPECT_FALSE(status().eventStreamConnected) << "nothing said the stream connected yet";
+  supervisor().post({runtime::RuntimeEvent::Kind::kStreamConnected, "", std::nullopt, ""});
+  settle();
+  EXPECT_TRUE(status().eventStreamConnected);
+  EXPECT_EQ(status().eventStreamLosses, 0u);
+  supervisor().post({runtime::RuntimeEvent::Kind::kStreamLost, "", std::nullopt, "unexpected EOF"});
+  settle();
+  EXPECT_FALSE(status().eventStreamConnected);
+  EXPECT_EQ(status().eventStreamLosses, 1u);
+  EXPECT_EQ(status().lastEventStreamLoss, "unexpected EOF");
+  EXPECT_EQ(status().state, SensorState::kRunning) << "a lost stream alone is no reason to touch the sensor";
+  supervisor().post({runtime::RuntimeEvent::Kind::kStreamConnected, "", std::nullopt, ""});
+  supervisor().post({runtime::RuntimeEvent::Kind::kStreamLost, "", std::nullopt, "reset by peer"});
+  settle();
+  EXPECT_FALSE(status().eventStreamConnected);
+  EXPECT_EQ(status().eventStreamLosses, 2u);
+  EXPECT_EQ(status().lastEventStreamLoss, "reset by peer");
+  EXPECT_EQ(fake().starts, 1);
+}
+
 TEST_F(SupervisorTest, ASensorStoppedWithTheRuntimeIsStartedAtOnceWhenItReturns) {
   settle();
   std::string id = sensorId();
