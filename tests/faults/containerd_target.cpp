@@ -39,15 +39,6 @@ std::string quote(const std::string& text) {
   return out + "'";
 }
 
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!trim(line).empty()) out.emplace_back(trim(line));
-  }
-  return out;
-}
-
 std::vector<std::string> fields(const std::string& line) {
   std::vector<std::string> out;
   std::istringstream in(line);
@@ -90,7 +81,8 @@ class ContainerdTarget final : public RuntimeTarget {
   ~ContainerdTarget() override {
     monitor_.reset();
     containerd_.reset();
-    removeNamespaceCgroups();
+    // runc leaves /<namespace> behind in every cgroup hierarchy when the sensor's cgroup goes.
+    testing::removeNamespaceCgroups({{ns_, {options_.sensorName}}});
   }
 
   std::string name() const override { return "containerd"; }
@@ -149,7 +141,7 @@ class ContainerdTarget final : public RuntimeTarget {
   Result<bool> imagePresent() override {
     auto images = ctr("images ls -q");
     if (!images) return images.error();
-    for (const auto& line : lines(*images)) {
+    for (const auto& line : testing::nonEmptyLines(*images)) {
       if (line == imageRef_) return true;
     }
     return false;
@@ -175,19 +167,19 @@ class ContainerdTarget final : public RuntimeTarget {
     }
     // ID, CREATED AT, LABELS (containerd.io/gc.expire says when containerd would collect it itself).
     if (auto leases = ctr("leases ls"); leases) {
-      auto rows = lines(*leases);
+      auto rows = testing::nonEmptyLines(*leases);
       for (size_t i = 1; i < rows.size(); ++i) out.push_back("lease " + rows[i]);
     } else {
       out.push_back("cannot list leases: " + leases.message());
     }
     if (auto active = ctr("content active"); active) {
-      auto rows = lines(*active);
+      auto rows = testing::nonEmptyLines(*active);
       for (size_t i = 1; i < rows.size(); ++i) out.push_back("content being written: " + rows[i]);
     } else {
       out.push_back("cannot list content being written: " + active.message());
     }
     if (auto images = ctr("images ls -q"); images) {
-      for (const auto& image : lines(*images)) {
+      for (const auto& image : testing::nonEmptyLines(*images)) {
         if (image != imageRef_) out.push_back("image " + image);
       }
     }
@@ -198,7 +190,7 @@ class ContainerdTarget final : public RuntimeTarget {
     }
     // KEY PARENT KIND, the parent column empty for a base layer.
     std::map<std::string, std::pair<std::string, std::string>> byKey;  // key -> (parent, kind)
-    auto rows = lines(*snapshots);
+    auto rows = testing::nonEmptyLines(*snapshots);
     for (size_t i = 1; i < rows.size(); ++i) {
       auto f = fields(rows[i]);
       if (f.size() == 3) byKey[f[0]] = {f[1], f[2]};
@@ -254,20 +246,6 @@ class ContainerdTarget final : public RuntimeTarget {
   std::string sensorOutputPath() override { return logDir_ + "/" + options_.sensorName + ".log"; }
 
  private:
-  // runc leaves /<namespace> behind in every cgroup hierarchy when the sensor's cgroup goes: empty
-  // directories of the suite's own namespace, removed so that runs do not pile them up.
-  void removeNamespaceCgroups() {
-    std::error_code ec;
-    std::vector<std::string> roots = {"/sys/fs/cgroup/" + ns_};
-    for (const auto& hierarchy : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
-      roots.push_back(hierarchy.path().string() + "/" + ns_);
-    }
-    for (const auto& root : roots) {
-      ::rmdir((root + "/" + options_.sensorName).c_str());
-      ::rmdir(root.c_str());
-    }
-  }
-
   Result<std::string> ctr(const std::string& args) { return containerd_->cli("-n " + quote(ns_) + " " + args); }
 
   Result<std::map<std::string, TaskRow>> listTasks() {

@@ -23,6 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 using qcs::testing::Containerd;
 using qcs::testing::Dockerd;
+using qcs::testing::nonEmptyLines;
 using qcs::testing::Registry;
 using qcs::testing::waitFor;
 
@@ -31,17 +32,8 @@ constexpr const char* kSnapshotter = "overlayfs";
 constexpr const char* kUser = "qcs";
 constexpr const char* kPassword = "right-password";
 
-std::vector<std::string> lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!trim(line).empty()) out.emplace_back(trim(line));
-  }
-  return out;
-}
-
 bool containsLine(const std::string& text, const std::string& wanted) {
-  for (const auto& line : lines(text)) {
+  for (const auto& line : nonEmptyLines(text)) {
     if (line == wanted) return true;
   }
   return false;
@@ -50,7 +42,7 @@ bool containsLine(const std::string& text, const std::string& wanted) {
 // The first column of each line (ctr's table output).
 std::set<std::string> firstColumn(const std::string& text) {
   std::set<std::string> out;
-  for (const auto& line : lines(text)) out.insert(line.substr(0, line.find_first_of(" \t")));
+  for (const auto& line : nonEmptyLines(text)) out.insert(line.substr(0, line.find_first_of(" \t")));
   return out;
 }
 
@@ -203,7 +195,7 @@ TEST_F(ContainerdPullTest, PullsWithTheRightPasswordIntoAUsableImage) {
   EXPECT_TRUE(containsLine(imageNames(), name)) << imageNames();
   // The record's target is the manifest the registry holds for the tag.
   bool found = false;
-  for (const auto& line : lines(ctr("images ls"))) {
+  for (const auto& line : nonEmptyLines(ctr("images ls"))) {
     if (line.rfind(name + " ", 0) == 0) {
       found = true;
       EXPECT_NE(line.find(manifestDigest_), std::string::npos) << line;
@@ -440,7 +432,7 @@ TEST_F(ContainerdPullTest, GarbageCollectionKeepsWhatTheImageReferencesAndNothin
 
   // The config names the top snapshot for GC; the manifest its config and layers.
   auto configLabels = ctr("content ls");
-  for (const auto& line : lines(configLabels)) {
+  for (const auto& line : nonEmptyLines(configLabels)) {
     if (line.rfind(image->configDigest, 0) == 0) {
       EXPECT_NE(line.find(std::string("containerd.io/gc.ref.snapshot.") + kSnapshotter + "=" + image->chainId),
                 std::string::npos)
@@ -463,7 +455,7 @@ TEST_F(ContainerdPullTest, GarbageCollectionKeepsWhatTheImageReferencesAndNothin
   // Deleting a lease with --sync runs a full collection before it returns.
   const std::string lease = ctr("leases create");
   ASSERT_FALSE(lease.empty());
-  ctr("leases delete --sync " + lines(lease).front());
+  ctr("leases delete --sync " + nonEmptyLines(lease).front());
 
   std::string digests = contentDigests();
   EXPECT_FALSE(containsLine(digests, control)) << "no collection ran: the control blob is still there";

@@ -243,6 +243,39 @@ bool writeFile(const std::string& path, const std::string& content, mode_t mode)
   return ::close(fd) == 0;
 }
 
+std::vector<std::string> nonEmptyLines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!trim(line).empty()) out.emplace_back(trim(line));
+  }
+  return out;
+}
+
+// rmdir, never a recursive removal: it removes a directory only when it is empty, so a group that
+// still holds a process or another containerd's container (a namespace name shared by tests
+// running in parallel) stays.
+void removeNamespaceCgroups(const std::map<std::string, std::vector<std::string>>& containersByNamespace) {
+  const auto isName = [](const std::string& name) {
+    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
+  };
+  std::vector<std::string> hierarchies = {"/sys/fs/cgroup"};
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/sys/fs/cgroup", ec)) {
+    if (entry.is_directory(ec) && !entry.is_symlink(ec)) hierarchies.push_back(entry.path().string());
+  }
+  for (const auto& [nameSpace, containers] : containersByNamespace) {
+    if (!isName(nameSpace)) continue;
+    for (const auto& hierarchy : hierarchies) {
+      const std::string group = hierarchy + "/" + nameSpace;
+      for (const auto& id : containers) {
+        if (isName(id)) ::rmdir((group + "/" + id).c_str());
+      }
+      ::rmdir(group.c_str());
+    }
+  }
+}
+
 std::string readFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {};
@@ -561,41 +594,6 @@ constexpr const char* kCtr = "/usr/bin/ctr";
 bool containerdVersionAnswers(const std::string& socketPath) {
   runtime::containerd::ContainerdClient client(socketPath, "default", milliseconds(1000));
   return client.version().ok();
-}
-
-std::vector<std::string> nonEmptyLines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!trim(line).empty()) out.emplace_back(trim(line));
-  }
-  return out;
-}
-
-// runc creates /<namespace>/<container> in every cgroup hierarchy (v2: /sys/fs/cgroup; v1:
-// /sys/fs/cgroup/<controller>) and removes only the container's level when its task goes, so every
-// test namespace would leave an empty /<namespace> behind on the machine. rmdir, never a recursive
-// removal: it removes a directory only when it is empty, so a group that still holds a process or
-// another containerd's container (a namespace name shared by tests running in parallel) stays.
-void removeNamespaceCgroups(const std::map<std::string, std::vector<std::string>>& containersByNamespace) {
-  const auto isName = [](const std::string& name) {
-    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
-  };
-  std::vector<std::string> hierarchies = {"/sys/fs/cgroup"};
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator("/sys/fs/cgroup", ec)) {
-    if (entry.is_directory(ec) && !entry.is_symlink(ec)) hierarchies.push_back(entry.path().string());
-  }
-  for (const auto& [nameSpace, containers] : containersByNamespace) {
-    if (!isName(nameSpace)) continue;
-    for (const auto& hierarchy : hierarchies) {
-      const std::string group = hierarchy + "/" + nameSpace;
-      for (const auto& id : containers) {
-        if (isName(id)) ::rmdir((group + "/" + id).c_str());
-      }
-      ::rmdir(group.c_str());
-    }
-  }
 }
 
 }  // namespace

@@ -48,6 +48,13 @@ void removeTree(const std::string& dir);
 bool writeFile(const std::string& path, const std::string& content, mode_t mode = 0644);
 // The file's content, or "" when it cannot be read.
 std::string readFile(const std::string& path);
+// The lines of text that are not blank, each trimmed (what `ctr ... ls -q` prints, for example).
+std::vector<std::string> nonEmptyLines(const std::string& text);
+// runc creates /<namespace>/<container> in every cgroup hierarchy (v2: /sys/fs/cgroup; v1:
+// /sys/fs/cgroup/<controller>) and removes only the container's level when its task goes, so every
+// test namespace would leave an empty /<namespace> behind on the machine. Removes those of the
+// given namespaces and containers where they are empty; never anything else.
+void removeNamespaceCgroups(const std::map<std::string, std::vector<std::string>>& containersByNamespace);
 
 struct CommandResult {
   int exitCode = -1;  // 128+signal when killed
