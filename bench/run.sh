@@ -107,6 +107,13 @@ cleanup() {
   [[ -n "${containerd_pid:-}" ]] && stop_pid "$containerd_pid"
   # Shims outlive containerd by design; only ours name our socket on their command line.
   for shim in $(pgrep -f "containerd-shim.*-address $csock" 2>/dev/null); do kill -KILL "$shim" 2>/dev/null; done
+  # runc leaves this run's namespace (/<ns>, and /<ns>/<id> of a task killed here) in every cgroup
+  # hierarchy; rmdir removes only empty groups, never one that still holds a process.
+  for group in /sys/fs/cgroup/"$ns" /sys/fs/cgroup/*/"$ns"; do
+    [[ -d $group && ! -L $group ]] || continue
+    for sub in "$group"/*/; do [[ -d $sub ]] && rmdir "$sub" 2>/dev/null; done
+    rmdir "$group" 2>/dev/null
+  done
   # Deepest mounts first, then the tree.
   for mount in $(awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/self/mounts | sort -r); do umount -l "$mount"; done
   if [[ -n "${QCS_BENCH_KEEP_WORK:-}" ]]; then

@@ -410,6 +410,25 @@ TEST_F(ContainerdAgentTest, OnStopStopStopsTheSensorWithTheAgent) {
   EXPECT_EQ(task().first, "STOPPED");
 }
 
+TEST_F(ContainerdAgentTest, TheNextAgentDeletesTheLeasesAKilledOneLeftThoughItPullsNothing) {
+  // A pull lease of an agent killed after the image was stored, a create lease of one killed
+  // mid-create, and a lease that is not the agent's. The image is stored and pull_policy is never:
+  // no pull runs that could sweep, only the agent's connection.
+  for (const char* id :
+       {"qcs-agent-pull-999999-1-0-deadbeef", "qcs-agent-create-0123456789ab", "someone-elses-lease"}) {
+    auto created = ctr(std::string("leases create --id ") + id);
+    ASSERT_TRUE(created.ok()) << created.message();
+  }
+  agent_ = startAgent(config());
+  ASSERT_TRUE(waitRunning(60s)) << agent_->output();
+  // The sweep ran at connect, before the first reconcile created the sensor (under a lease of its
+  // own, deleted when the create returned).
+  auto leases = ctr("leases ls -q");
+  ASSERT_TRUE(leases.ok()) << leases.message();
+  EXPECT_EQ(nonEmptyLines(*leases), std::vector<std::string>{"someone-elses-lease"}) << agent_->output();
+  (void)ctr("leases delete someone-elses-lease");
+}
+
 TEST_F(ContainerdAgentTest, TheCrashedSensorsLastOutputIsCopiedIntoTheAgentLog) {
   agent_ = startAgent(config());
   ASSERT_TRUE(waitRunning()) << agent_->output();
