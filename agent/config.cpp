@@ -11,6 +11,7 @@
 // overrides is not an error.
 #include "agent/config.h"
 
+#include "common/encoding.h"
 #include "runtime/image_reference.h"
 
 #include <arpa/inet.h>
@@ -661,6 +662,16 @@ void Loader::applyLayer(const std::vector<Entry>& entries) {
 }
 
 Status Loader::readYaml(const std::string& text) {
+  // YAML streams are Unicode; the parser passes other bytes through and the emitter would replace
+  // them, so `render` could not give back the value the agent runs with.
+  if (const size_t bad = invalidUtf8Offset(text); bad != std::string::npos) {
+    const std::string_view before(text.data(), bad);
+    const size_t line = static_cast<size_t>(std::count(before.begin(), before.end(), '\n')) + 1;
+    const size_t lastNewline = before.rfind('\n');
+    const size_t column = lastNewline == std::string_view::npos ? bad + 1 : bad - lastNewline;
+    return invalid(fmt::format("{} line {} column {}: byte 0x{:02X} is not valid UTF-8; save the file as UTF-8",
+                               fileLabel_, line, column, static_cast<unsigned char>(text[bad])));
+  }
   YAML::Node root;
   try {
     root = YAML::Load(text);

@@ -18,4 +18,8 @@ std::string urlEncode(std::string_view text);
 // Trims ASCII whitespace at both ends.
 std::string_view trim(std::string_view text);
 
+// The offset of the first byte that does not belong to well-formed UTF-8 (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF, no truncated sequence), or npos when all is.
+size_t invalidUtf8Offset(std::string_view text);
+
 }  // namespace qcs

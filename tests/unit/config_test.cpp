@@ -268,6 +268,15 @@ TEST(MemoryQuantityTest, FormatsCanonically) {
 // ---------------------------------------------------------------------------------------------
 // Defaults and the SPEC examples
 
+TEST(ConfigDefaultsTest, BytesThatAreNotUtf8AreRefusedWithTheirPlace) {
+  // Found by the config fuzzer: yaml-cpp reads such bytes, and `render` wrote U+FFFD instead.
+  auto config = parseConfig("sensor:\n  args: [\"--perfor\xff\x0fsca-scan\"]\n");
+  ASSERT_FALSE(config.ok());
+  EXPECT_EQ(config.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(config.message(), "agent.yaml line 2 column 19: byte 0xFF is not valid UTF-8; save the file as UTF-8");
+  EXPECT_TRUE(parseConfig("sensor:\n  args: [\"--caf\xc3\xa9\"]\n").ok()) << "UTF-8 beyond ASCII is fine";
+}
+
 TEST(ConfigDefaultsTest, EmptyOrCommentOnlyDocumentIsAllDefaults) {
   EXPECT_EQ(parseOk(""), Config{});
   EXPECT_EQ(parseOk("# nothing configured\n\n   # still nothing\n"), Config{});

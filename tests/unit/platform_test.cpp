@@ -198,5 +198,22 @@ TEST(EncodingTest, Base64RoundTripsAndSha256MatchesKnownVector) {
   EXPECT_EQ(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(EncodingTest, InvalidUtf8OffsetFindsTheFirstByteOutsideWellFormedUtf8) {
+  constexpr size_t kValid = std::string_view::npos;
+  EXPECT_EQ(invalidUtf8Offset(""), kValid);
+  EXPECT_EQ(invalidUtf8Offset("plain ASCII\n\t\x0f"), kValid);
+  EXPECT_EQ(invalidUtf8Offset("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x90\xb3 \xef\xbb\xbf"), kValid);  // é € 🐳 BOM
+  EXPECT_EQ(invalidUtf8Offset("\xed\x9f\xbf \xee\x80\x80 \xf4\x8f\xbf\xbf"), kValid);  // U+D7FF U+E000 U+10FFFF
+  EXPECT_EQ(invalidUtf8Offset("--perfor\xff\x0fsca-scan"), 8u);                        // the fuzzer's find
+  EXPECT_EQ(invalidUtf8Offset("\x80"), 0u);                                            // a lone continuation
+  EXPECT_EQ(invalidUtf8Offset("ab\xc0\xaf"), 2u);                                      // overlong '/'
+  EXPECT_EQ(invalidUtf8Offset("\xe0\x80\xaf"), 0u);                                    // overlong, 3 bytes
+  EXPECT_EQ(invalidUtf8Offset("\xed\xa0\x80"), 0u);                                    // a surrogate
+  EXPECT_EQ(invalidUtf8Offset("\xf4\x90\x80\x80"), 0u);                                // above U+10FFFF
+  EXPECT_EQ(invalidUtf8Offset("\xf5\x80\x80\x80"), 0u);
+  EXPECT_EQ(invalidUtf8Offset("ok \xe2\x82"), 3u);   // cut short at the end
+  EXPECT_EQ(invalidUtf8Offset("\xe2\x28\xa1"), 0u);  // bad continuation
+}
+
 }  // namespace
 }  // namespace qcs::platform
