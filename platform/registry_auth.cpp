@@ -225,7 +225,8 @@ CredentialsResult runCredentialHelper(const std::string& helper, const std::stri
                      "credential helper " + program + " failed for " + server + ": " + std::string(trim(output)));
   }
   auto doc = nlohmann::json::parse(output, nullptr, false);
-  if (doc.is_discarded() || !doc.is_object() || !doc.contains("Secret")) {
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("Secret") || !doc["Secret"].is_string() ||
+      (doc.contains("Username") && !doc["Username"].is_string())) {
     return makeError(ErrorCode::kProtocol, "credential helper " + program +
                                                " printed something that is not "
                                                "{\"Username\",\"Secret\"} JSON");

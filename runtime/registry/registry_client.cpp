@@ -90,6 +90,14 @@ bool isValidTag(std::string_view tag) {
                      [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '_' || c == '-'; });
 }
 
+// object[key] when it is a string, else "": a registry or token server that sends another type
+// (or the same key twice, the last of another type) is answering wrongly, not crashing the agent;
+// json::value() would throw for a present key of another type.
+std::string stringField(const json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // The registry's own explanation: "UNAUTHORIZED: authentication required", or "" if none.
 std::string registryMessage(const std::string& body) {
   auto parsed = json::parse(body, nullptr, false);
@@ -97,8 +105,8 @@ std::string registryMessage(const std::string& body) {
   auto errors = parsed.find("errors");
   if (errors != parsed.end() && errors->is_array() && !errors->empty() && (*errors)[0].is_object()) {
     const auto& first = (*errors)[0];
-    std::string code = first.value("code", std::string());
-    std::string message = first.value("message", std::string());
+    std::string code = stringField(first, "code");
+    std::string message = stringField(first, "message");
     if (!code.empty() && !message.empty()) return lowerCase(code) + ": " + message;
     return message.empty() ? lowerCase(code) : message;
   }
@@ -282,7 +290,7 @@ Result<ParsedManifest> parseManifest(std::string_view body, std::string_view con
   manifest.mediaType = bareMediaType(contentType);
   if (manifest.mediaType.empty() || manifest.mediaType == "application/json" ||
       manifest.mediaType == "application/octet-stream") {
-    manifest.mediaType = document.value("mediaType", std::string());
+    manifest.mediaType = stringField(document, "mediaType");
   }
   if (manifest.mediaType.empty()) {
     // OCI allows leaving mediaType out: tell by the content.
@@ -596,8 +604,8 @@ Result<std::string> RegistryClient::fetchToken(const AuthChallenge& challenge, c
   auto body = json::parse(response->body, nullptr, false);
   std::string token;
   if (body.is_object()) {
-    token = body.value("token", std::string());
-    if (token.empty()) token = body.value("access_token", std::string());
+    token = stringField(body, "token");
+    if (token.empty()) token = stringField(body, "access_token");
   }
   if (token.empty()) {
     return makeError(ErrorCode::kProtocol, "registry " + options_.registry + ": the token server " +

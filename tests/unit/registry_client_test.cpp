@@ -115,6 +115,16 @@ TEST(RegistryManifestParsingTest, DockerAndOciManifestsAndIndexes) {
   EXPECT_EQ(indexParsed->manifests[1].platform->toString(), "linux/arm64/v8");
 }
 
+TEST(RegistryManifestParsingTest, AFieldOfTheWrongTypeIsAnAnswerNotACrash) {
+  // Found by the manifest fuzzer: "mediaType" twice, the last an array, threw out of the parser.
+  const std::string twice = R"({"schemaVersion": 2, "mediaType": "x", "mediaType": [1], "manifests": []})";
+  auto parsed = parseManifest(twice, "application/json");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_TRUE(parsed->isIndex) << "no usable mediaType: told by the content";
+  auto layers = parseManifest(R"({"schemaVersion": 2, "mediaType": {"a": 1}, "config": 7, "layers": []})", "");
+  EXPECT_FALSE(layers.ok());
+}
+
 TEST(RegistryManifestParsingTest, RejectsWhatItCannotUse) {
   auto schema1 =
       parseManifest(R"({"schemaVersion":1,"name":"x"})", "application/vnd.docker.distribution.manifest.v1+prettyjws");
