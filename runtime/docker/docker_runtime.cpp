@@ -1,5 +1,7 @@
 #include "runtime/docker/docker_runtime.h"
 
+#include "runtime/json_fields.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -43,12 +45,6 @@ constexpr size_t kMaxErrorBody = 4096;
 std::string lowerCase(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return char(std::tolower(c)); });
   return text;
-}
-
-std::string stringField(const json& object, const char* key) {
-  if (!object.is_object()) return {};
-  auto it = object.find(key);
-  return (it != object.end() && it->is_string()) ? it->get<std::string>() : std::string();
 }
 
 const json* objectField(const json& object, const char* key) {

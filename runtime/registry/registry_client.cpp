@@ -1,5 +1,7 @@
 #include "runtime/registry/registry_client.h"
 
+#include "runtime/json_fields.h"
+
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <sys/utsname.h>
@@ -88,14 +90,6 @@ bool isValidTag(std::string_view tag) {
   if (tag.empty() || tag.size() > 128) return false;
   return std::all_of(tag.begin(), tag.end(),
                      [](unsigned char c) { return std::isalnum(c) || c == '.' || c == '_' || c == '-'; });
-}
-
-// object[key] when it is a string, else "": a registry or token server that sends another type
-// (or the same key twice, the last of another type) is answering wrongly, not crashing the agent;
-// json::value() would throw for a present key of another type.
-std::string stringField(const json& object, const char* key) {
-  auto it = object.find(key);
-  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
 // The registry's own explanation: "UNAUTHORIZED: authentication required", or "" if none.
