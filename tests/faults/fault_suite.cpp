@@ -573,6 +573,11 @@ Outcome Suite::sensorExit(const std::string& control, int expectedCode, bool oom
   Outcome out;
   SensorMonitor& monitor = target_->monitor();
   const uint64_t seq0 = monitor.lastSeq();
+  // The running stand-in reads the control file as its shell starts, before its first line of
+  // output: wait for output written from now on, so that this run cannot see the new mode (it would
+  // exit by itself and the kill below could miss it).
+  const int64_t stamp0 = target_->sensorOutputStamp();
+  (void)testing::waitFor([&] { return target_->sensorOutputStamp() != stamp0; }, 5s);
   writeControl(control);
   // The kill only makes the sensor start again, so that it reads the control file: the fault is the
   // exit of that next start.

@@ -52,7 +52,17 @@ class ContainerdAgentTest : public ::testing::Test {
     containerd_.reset();
   }
 
-  void setControl(const std::string& line) { ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n")); }
+  // The stand-in reads this at each start: "<mode> [code] [after]". The task runs before its shell
+  // reaches the read, so once an agent runs, the file changes only after the sensor's output shows
+  // that it was read: otherwise the first run may already see the new mode.
+  void setControl(const std::string& line) {
+    if (agent_) {
+      ASSERT_TRUE(waitFor([&] { return sensorLog().find("standin: mode:") != std::string::npos; }, 30s))
+          << "the stand-in never read its control file\nagent:\n"
+          << agent_->output();
+    }
+    ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n"));
+  }
 
   std::string config(const std::string& extraSensor = "", const std::string& extraTop = "",
                      const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never",
@@ -111,7 +121,9 @@ class ContainerdAgentTest : public ::testing::Test {
     if (killed.ok()) return;
     // On a loaded machine ctr can refuse a kill that landed as the task was already going: the kill
     // still counts when the process that ran is gone.
-    ASSERT_TRUE(waitFor([&] { return pid() != before; }, 10s)) << "ctr tasks kill failed: " << killed.message();
+    ASSERT_TRUE(waitFor([&] { return pid() != before; }, 10s))
+        << "ctr tasks kill failed: " << killed.message() << "\nagent:\n"
+        << (agent_ ? agent_->output() : "");
   }
   int managedCount() {
     auto out = ctr("containers ls -q 'labels.\"io.qcs-agent.managed\"==true'");

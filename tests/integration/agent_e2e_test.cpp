@@ -41,8 +41,22 @@ class AgentE2ETest : public ::testing::Test {
     dockerd_.reset();
   }
 
-  // The stand-in reads this at each start: "<mode> [code] [after]".
-  void setControl(const std::string& line) { ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n")); }
+  // The stand-in reads this at each start: "<mode> [code] [after]". The container runs before its
+  // shell reaches the read, so once an agent runs, the file changes only after the sensor's output
+  // shows that it was read: otherwise the first run may already see the new mode.
+  void setControl(const std::string& line) {
+    if (agent_) {
+      ASSERT_TRUE(waitFor(
+          [&] {
+            auto out = dockerd_->cli(std::string("logs ") + kSensorName);
+            return out.ok() && out->find("standin: mode:") != std::string::npos;
+          },
+          30s))
+          << "the stand-in never read its control file\nagent:\n"
+          << agent_->output();
+    }
+    ASSERT_TRUE(writeFile(dir_.file("control/control"), line + "\n"));
+  }
 
   std::string config(const std::string& extraSensor = "", const std::string& extraTop = "",
                      const std::string& image = "qcs-standin:test", const std::string& pullPolicy = "never",

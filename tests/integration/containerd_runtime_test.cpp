@@ -334,6 +334,9 @@ TEST_F(ContainerdRuntimeTest, StopEndsTheTaskAndRemoveDeletesTaskContainerAndSna
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.code(), ErrorCode::kConflict);
 
+  // The task runs before the stand-in's shell has set its TERM trap; as PID 1 without the trap it
+  // would ignore TERM and end by the KILL after the grace time (137).
+  ASSERT_TRUE(waitFor([&] { return readFile(logFile(id)).find("alive 1") != std::string::npos; }, 20s));
   auto stopped = runtime_->stopContainer(id, 10s);
   ASSERT_TRUE(stopped.ok()) << stopped.message();
   ContainerInfo info = inspect(id);
