@@ -254,19 +254,19 @@ class LockingConnector final : public RuntimeConnector {
       // A different runtime than before (the old one went away): the old lock no longer guards anything.
       lock_ = std::move(lock.value());
     }
-    // Only now, under the lock, are the agent leases older than this connection a dead agent's.
-    sweepStaleLeases(*connected.value());
+    // Only now, under the lock, is what an earlier agent left (containerd: its leases) a dead agent's.
+    removeLeftovers(*connected.value());
     return connected;
   }
 
  private:
-  // Docker has no leases: the sweep is containerd's and a no-op for any other runtime.
-  static void sweepStaleLeases(runtime::ContainerRuntime& runtime) {
-    const auto sweep = runtime::containerd::deleteStaleLeases(runtime);
-    for (const auto& id : sweep.deleted) spdlog::info("containerd: deleted lease {} that an earlier agent left", id);
-    // Not fatal: a lease left in place only keeps its content from collection until it expires.
-    for (const auto& failure : sweep.failures) {
-      spdlog::warn("{} (a lease an earlier agent left stays until it expires)", failure.message);
+  static void removeLeftovers(runtime::ContainerRuntime& runtime) {
+    const auto cleanup = runtime.removeLeftovers();
+    const std::string& kind = runtime.info().kind;
+    for (const auto& what : cleanup.removed) spdlog::info("{}: deleted {} that an earlier agent left", kind, what);
+    // Not fatal: a leftover lease only keeps its content from collection until it expires.
+    for (const auto& failure : cleanup.failures) {
+      spdlog::warn("{} (what an earlier agent left stays until it expires)", failure.message);
     }
   }
 

@@ -50,8 +50,8 @@ std::unique_ptr<RuntimeConnector> makeInstrumentingConnector(RuntimeConnector& i
 // Takes the instance lock (agent/instance_lock.h) for every runtime `inner` opens, before the
 // supervisor may touch a container. When another agent holds it, the connection fails and
 // onConflict gets the reason (once), so this agent can end without having touched anything.
-// Under the lock it then deletes the leases an earlier agent left on containerd
-// (runtime::containerd::deleteStaleLeases): only the lock makes them safely a dead agent's.
+// Under the lock it then has the runtime remove what an earlier agent left (removeLeftovers:
+// containerd's leases): only the lock makes them safely a dead agent's.
 std::unique_ptr<RuntimeConnector> makeLockingConnector(RuntimeConnector& inner, const Config& config,
                                                        std::function<void(const std::string&)> onConflict);
 // The sensor spec from the config and the current secret values (re-read on every call, so a

@@ -3,7 +3,8 @@
 // metrics code.
 //
 // A call counts as failed when it returns an error other than kNotFound: "no such container" is an
-// answer, not a fault of the runtime. watchEvents() is long-lived and is not timed; info() is local.
+// answer, not a fault of the runtime. watchEvents() is long-lived and is not timed; info() is local;
+// removeLeftovers() is forwarded as it is.
 #pragma once
 
 #include <memory>
@@ -44,6 +45,8 @@ class InstrumentedRuntime final : public runtime::ContainerRuntime {
   Result<std::optional<WallTime>> lastOutputTime(const std::string& id, WallTime since) override;
   std::unique_ptr<runtime::EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
                                                      runtime::RuntimeEventFn onEvent) override;
+  // Forwarded untimed: once per connection, and its failures are per object, not the call's.
+  runtime::LeftoverCleanup removeLeftovers() override { return inner_->removeLeftovers(); }
 
  private:
   template <typename Fn>

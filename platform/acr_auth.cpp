@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/encoding.h"
+#include "runtime/json_fields.h"
 
 namespace qcs::platform {
 
@@ -36,15 +37,11 @@ std::string azureErrorText(const std::string& body) {
   auto doc = json::parse(body, nullptr, false);
   std::string text;
   if (doc.is_object()) {
-    auto str = [&](const json& object, const char* key) {
-      auto it = object.find(key);
-      return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
-    };
     if (auto errors = doc.find("errors");
         errors != doc.end() && errors->is_array() && !errors->empty() && (*errors)[0].is_object()) {
-      text = str((*errors)[0], "code") + ": " + str((*errors)[0], "message");
-    } else if (!str(doc, "error").empty()) {
-      text = str(doc, "error") + ": " + str(doc, "error_description");
+      text = runtime::stringField((*errors)[0], "code") + ": " + runtime::stringField((*errors)[0], "message");
+    } else if (!runtime::stringField(doc, "error").empty()) {
+      text = runtime::stringField(doc, "error") + ": " + runtime::stringField(doc, "error_description");
     }
   }
   if (text.empty()) text = body;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/encoding.h"
+#include "runtime/json_fields.h"
 
 namespace qcs::platform {
 
@@ -55,19 +56,15 @@ Result<AwsCredentials> parseCredentialsDocument(const std::string& body, const s
     return makeError(ErrorCode::kUnavailable,
                      where + ": the credentials are not available (Code " + code->get<std::string>() + ")");
   }
-  auto str = [&](const char* key) {
-    auto it = doc.find(key);
-    return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
-  };
   AwsCredentials creds;
-  creds.accessKeyId = str("AccessKeyId");
-  creds.secretAccessKey = str("SecretAccessKey");
-  creds.sessionToken = str("Token");
+  creds.accessKeyId = runtime::stringField(doc, "AccessKeyId");
+  creds.secretAccessKey = runtime::stringField(doc, "SecretAccessKey");
+  creds.sessionToken = runtime::stringField(doc, "Token");
   creds.source = source;
   if (creds.accessKeyId.empty() || creds.secretAccessKey.empty()) {
     return makeError(ErrorCode::kProtocol, where + ": the answer has no AccessKeyId/SecretAccessKey");
   }
-  if (std::string expiration = str("Expiration"); !expiration.empty()) {
+  if (std::string expiration = runtime::stringField(doc, "Expiration"); !expiration.empty()) {
     creds.expiration = parseIso8601(expiration);
     if (!creds.expiration) {
       return makeError(ErrorCode::kProtocol, where + ": the Expiration \"" + expiration + "\" is not an ISO 8601 time");

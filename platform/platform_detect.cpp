@@ -12,6 +12,7 @@
 
 #include "common/encoding.h"
 #include "common/file_descriptor.h"
+#include "runtime/json_fields.h"
 
 namespace qcs::platform {
 
@@ -220,10 +221,7 @@ Placement azurePlacement(const std::string& endpoint, std::chrono::milliseconds 
     return out;
   }
   auto doc = json::parse(response->body, nullptr, false);
-  auto str = [&](const char* key) {
-    auto it = doc.is_object() ? doc.find(key) : doc.end();
-    return it != doc.end() && it->is_string() ? std::string(trim(it->get<std::string>())) : std::string();
-  };
+  auto str = [&](const char* key) { return std::string(trim(runtime::stringField(doc, key))); };
   if (response->status != 200) {
     const std::string error = str("error");
     out.problem = "instance metadata " + describeEndpoint(request.url) + " answered HTTP " +

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/encoding.h"
+#include "runtime/json_fields.h"
 
 extern char** environ;
 
@@ -116,14 +117,10 @@ class DockerConfigAuth final : public RegistryAuthProvider {
   CredentialsResult fromAuthEntry(const nlohmann::json& entry, const std::string& registry) {
     RegistryCredentials creds;
     creds.serverAddress = registry;
-    auto str = [&](const char* key) {
-      auto it = entry.find(key);
-      return it != entry.end() && it->is_string() ? it->get<std::string>() : std::string();
-    };
-    creds.identityToken = str("identitytoken");
-    creds.username = str("username");
-    creds.password = str("password");
-    if (std::string auth = str("auth"); !auth.empty()) {
+    creds.identityToken = runtime::stringField(entry, "identitytoken");
+    creds.username = runtime::stringField(entry, "username");
+    creds.password = runtime::stringField(entry, "password");
+    if (std::string auth = runtime::stringField(entry, "auth"); !auth.empty()) {
       auto decoded = base64Decode(auth);
       auto colon = decoded ? decoded->find(':') : std::string::npos;
       if (!decoded || colon == std::string::npos) {

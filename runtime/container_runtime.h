@@ -122,6 +122,13 @@ struct RuntimeEvent {
 };
 using RuntimeEventFn = std::function<void(const RuntimeEvent&)>;
 
+// What ContainerRuntime::removeLeftovers did: what it removed (named as the runtime names them) and
+// what failed (each error names the object and carries the runtime's message).
+struct LeftoverCleanup {
+  std::vector<std::string> removed;
+  std::vector<Error> failures;
+};
+
 // A background subscription to the runtime's event stream. It reconnects by itself (with its own
 // capped backoff) and reports connection changes as kStreamConnected/kStreamLost events. The
 // callback runs on the watcher's thread. Destroying the watcher stops it promptly.
@@ -175,6 +182,15 @@ class ContainerRuntime {
   // `since`; nullopt when it wrote nothing since then.
   virtual Result<std::optional<std::chrono::system_clock::time_point>> lastOutputTime(
       const std::string& id, std::chrono::system_clock::time_point since) = 0;
+
+  // Removes what an earlier agent process left in the runtime when it was killed mid-way and that
+  // nothing else releases soon: containerd's agent leases made before this connection (they keep
+  // half-written content and snapshots from collection); Docker has nothing of the kind. Call it
+  // once per connection, and only while holding the instance lock (agent/instance_lock.h): the lock
+  // is what makes such a leftover a dead agent's. Failures are for the caller to log; none makes the
+  // runtime unusable. Pure so that every decorator forwards it: a decorator that dropped it would
+  // silently turn the cleanup off.
+  virtual LeftoverCleanup removeLeftovers() = 0;
 
   // Subscribes to container events for containers carrying all the given labels.
   virtual std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,

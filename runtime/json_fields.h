@@ -1,6 +1,7 @@
-// Reading fields of JSON that a peer (a runtime, a registry, a token server) sent: a field of the
-// wrong type is read as absent, never an exception (nlohmann's value() throws for a present key of
-// another type, e.g. a key sent twice with the last of another type).
+// Reading fields of JSON that a peer (a runtime, a registry, a token server, a cloud's metadata or
+// credential service) or a local file (a Docker config) sent: a field of the wrong type is read as
+// absent, never an exception (nlohmann's value() throws for a present key of another type, e.g. a
+// key sent twice with the last of another type).
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -605,11 +605,16 @@ class ContainerdRuntime final : public ContainerRuntime {
     return std::make_unique<ContainerdEventWatcher>(client_, ooms_, std::move(onEvent));
   }
 
-  // See deleteStaleLeases() in the header. The cut is this object's creation: every lease this
-  // runtime and its image store make is younger, and an older one was made by an earlier process
-  // which, once the caller holds the instance lock, is no longer alive.
-  StaleLeaseSweep sweepStaleLeases() {
-    StaleLeaseSweep sweep;
+  // The agent leases (kAgentLeasePrefix..., image_store.h) an earlier agent left when it was killed
+  // between creating one and deleting it: mid-pull, mid-create, or after the image was stored (the
+  // next agent finds the image and pulls nothing, so no pull of its own would sweep). What they held
+  // is then collected now rather than at their expiry. The cut is this object's creation: every
+  // lease this runtime and its image store make is younger, and an older one was made by an earlier
+  // process which, once the caller holds the instance lock, is no longer alive. The lock is per
+  // sensor name, so agents of two sensors sharing one namespace would sweep each other's running
+  // leases: each sensor gets its own namespace.
+  LeftoverCleanup removeLeftovers() override {
+    LeftoverCleanup sweep;
     leases_v1::ListRequest request;
     request.add_filters("id~=^" + std::string(kAgentLeasePrefix));
     leases_v1::ListResponse response;
@@ -624,7 +629,7 @@ class ContainerdRuntime final : public ContainerRuntime {
       if (lease.id().rfind(kAgentLeasePrefix, 0) != 0 || !lease.has_created_at()) continue;
       if (detail::toTimePoint(lease.created_at()) >= connectedAt_) continue;
       if (auto st = deleteLease(lease.id()); st) {
-        sweep.deleted.push_back(lease.id());
+        sweep.removed.push_back("lease " + lease.id());
       } else if (st.code() != ErrorCode::kNotFound) {
         sweep.failures.push_back(st.error());
       }
@@ -945,12 +950,6 @@ Result<std::unique_ptr<ContainerRuntime>> connectContainerd(const ContainerdRunt
   auto version = client->version();
   if (!version) return version.error();
   return std::unique_ptr<ContainerRuntime>(std::make_unique<ContainerdRuntime>(options, client, version.value()));
-}
-
-StaleLeaseSweep deleteStaleLeases(ContainerRuntime& runtime) {
-  auto* containerd = dynamic_cast<ContainerdRuntime*>(&runtime);
-  if (containerd == nullptr) return {};
-  return containerd->sweepStaleLeases();
 }
 
 }  // namespace qcs::runtime::containerd

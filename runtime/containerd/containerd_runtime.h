@@ -15,7 +15,7 @@
 // - OOM kills are read from the container's memory cgroup (oom_kill) while the ended task still
 //   holds it, so an OOM is reported even when containerd's /tasks/oom event never came.
 // - Leases (short-lived, named kAgentLeasePrefix...) guard a pull or create while it runs; those an
-//   agent killed mid-way left are deleted by the next agent at connect: deleteStaleLeases().
+//   agent killed mid-way left are deleted by the next agent at connect: removeLeftovers().
 // - Paths: socketPath and everything under hostRoot are the agent's view; logDir and the mounts in
 //   the OCI spec are host paths (what the shim sees).
 #pragma once
@@ -44,26 +44,6 @@ struct ContainerdRuntimeOptions {
 
 // Calls Version and returns a ready runtime (or the error saying why containerd did not answer).
 Result<std::unique_ptr<ContainerRuntime>> connectContainerd(const ContainerdRuntimeOptions& options);
-
-// What deleteStaleLeases did: the leases it deleted, and what failed (each error names the lease
-// or the List call, and carries containerd's message).
-struct StaleLeaseSweep {
-  std::vector<std::string> deleted;
-  std::vector<Error> failures;
-};
-
-// Deletes the leases an earlier agent left in the runtime's namespace when it was killed between
-// creating one and deleting it (mid-pull, mid-create, or after the image was stored, when the next
-// agent finds the image and pulls nothing): every lease named kAgentLeasePrefix... (image_store.h)
-// that containerd created before `runtime` was connected. What they held (half-written content,
-// extraction and rootfs snapshots) is then collected now rather than at their expiry. Leases made
-// after the connection (this agent's own pulls and creates) are never touched.
-// Call it once per connection, and only while holding the instance lock (agent/instance_lock.h):
-// the lock is what makes an older agent lease a dead agent's. It is per sensor name, so agents of
-// two sensors sharing one namespace would sweep each other's running leases: give each sensor its
-// own namespace. Failures are for the caller to log; none of them makes the runtime unusable. A
-// runtime that connectContainerd did not return has nothing to sweep.
-StaleLeaseSweep deleteStaleLeases(ContainerRuntime& runtime);
 
 // ---- Pure helpers, exposed for tests -------------------------------------------------------------
 

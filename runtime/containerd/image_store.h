@@ -12,7 +12,7 @@
 //   records that point at an index (`ctr images pull/import`), using this node's platform.
 // - GC: all writes happen under a lease (containerd-lease header, id kAgentLeasePrefix + "pull-...")
 //   that is deleted when pull() or unpack() returns, success or not. If the agent dies first, the
-//   next agent deletes it when it connects (deleteStaleLeases, containerd_runtime.h), else it
+//   next agent deletes it when it connects (removeLeftovers, containerd_runtime.cpp), else it
 //   expires after 24h. The manifest carries
 //   containerd.io/gc.ref.content.config and .l.<i>; the config carries containerd.io/gc.ref.snapshot.<snapshotter> =
 //   the top chain id. So the image record keeps its manifest, config, layers and snapshots alive, and nothing else.

@@ -87,6 +87,9 @@ class DockerRuntime final : public ContainerRuntime {
   std::unique_ptr<EventWatcher> watchEvents(const std::map<std::string, std::string>& labels,
                                             RuntimeEventFn onEvent) override;
 
+  // Nothing: dockerd owns its pulls and creates, and a killed client leaves nothing of them behind.
+  LeftoverCleanup removeLeftovers() override { return {}; }
+
  private:
   // One versioned call; a 400 "client version ... is too new" renegotiates and retries once.
   Result<HttpResponse> call(const std::string& method, const std::string& pathAndQuery, std::string body,

@@ -273,9 +273,9 @@ TEST_F(ContainerdPullTest, APullLeaseAnEarlierAgentLeftIsDeletedWhenTheNextAgent
   // The agent that comes next connects after both were made (and, in the agent, takes the lock).
   auto runtime = connectRuntime();
   ASSERT_NE(runtime, nullptr);
-  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  const LeftoverCleanup sweep = runtime->removeLeftovers();
   EXPECT_TRUE(sweep.failures.empty()) << sweep.failures.front().message;
-  EXPECT_EQ(sweep.deleted, std::vector<std::string>{leftover});
+  EXPECT_EQ(sweep.removed, std::vector<std::string>{"lease " + leftover});
   EXPECT_EQ(ctr("leases ls -q"), "someone-elses-lease");
 
   // Its own pull then runs as usual and leaves no lease of its own behind.
@@ -303,10 +303,10 @@ TEST_F(ContainerdPullTest, ALeftoverPullLeaseIsDeletedAtConnectWhenTheImageIsAlr
   auto present = runtime->imagePresent(reference());
   ASSERT_TRUE(present.ok()) << present.message();
   ASSERT_TRUE(present.value()) << "the stored image must not need a pull";
-  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  const LeftoverCleanup sweep = runtime->removeLeftovers();
   EXPECT_TRUE(sweep.failures.empty()) << sweep.failures.front().message;
-  EXPECT_EQ(std::set<std::string>(sweep.deleted.begin(), sweep.deleted.end()),
-            (std::set<std::string>{leftover, leftoverCreate}));
+  EXPECT_EQ(std::set<std::string>(sweep.removed.begin(), sweep.removed.end()),
+            (std::set<std::string>{"lease " + leftover, "lease " + leftoverCreate}));
   EXPECT_TRUE(ctr("leases ls -q").empty());
 
   // The image keeps what it references: the leases were all that went.
@@ -326,9 +326,9 @@ TEST_F(ContainerdPullTest, ALeaseMadeAfterConnectIsNotDeletedBySweep) {
   const std::string concurrent = "qcs-agent-pull-" + std::to_string(::getpid()) + "-1-0-00000001";
   ASSERT_FALSE(ctr("leases create --id " + concurrent).empty());
 
-  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
+  const LeftoverCleanup sweep = runtime->removeLeftovers();
   EXPECT_TRUE(sweep.failures.empty()) << sweep.failures.front().message;
-  EXPECT_EQ(sweep.deleted, std::vector<std::string>{older});
+  EXPECT_EQ(sweep.removed, std::vector<std::string>{"lease " + older});
   EXPECT_EQ(ctr("leases ls -q"), concurrent);
   ctr("leases delete " + concurrent);
 }
@@ -340,8 +340,8 @@ TEST_F(ContainerdPullTest, ASweepThatCannotReachContainerdReportsAndLeavesTheRun
   ASSERT_NE(runtime, nullptr);
   containerd_->stop();
 
-  const StaleLeaseSweep sweep = deleteStaleLeases(*runtime);
-  EXPECT_TRUE(sweep.deleted.empty());
+  const LeftoverCleanup sweep = runtime->removeLeftovers();
+  EXPECT_TRUE(sweep.removed.empty());
   ASSERT_EQ(sweep.failures.size(), 1u);
   EXPECT_NE(sweep.failures.front().message.find("listing leases"), std::string::npos) << sweep.failures.front().message;
 

@@ -186,7 +186,14 @@ class FakeRuntime final : public runtime::ContainerRuntime {
     return std::make_unique<Watcher>();
   }
 
+  runtime::LeftoverCleanup removeLeftovers() override {
+    ++leftoverSweeps;
+    return leftovers;
+  }
+
   std::optional<runtime::RegistryCredentials> lastCredentials;
+  int leftoverSweeps = 0;
+  runtime::LeftoverCleanup leftovers;  // what removeLeftovers answers
 
  private:
   static Error unavailable() { return makeError(ErrorCode::kUnavailable, "fake runtime is down"); }
@@ -233,6 +240,7 @@ class ForwardingRuntime : public runtime::ContainerRuntime {
                                                      runtime::RuntimeEventFn fn) override {
     return t_.watchEvents(l, std::move(fn));
   }
+  runtime::LeftoverCleanup removeLeftovers() override { return t_.removeLeftovers(); }
 
  private:
   runtime::ContainerRuntime& t_;
