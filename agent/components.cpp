@@ -292,6 +292,8 @@ class ConfigSpecSource final : public DesiredSpecSource {
   Result<runtime::ContainerSpec> desiredSpec(const runtime::RuntimeInfo& info) override {
     auto secrets = readSensorSecrets(*activation_, *customer_);
     if (!secrets) return secrets.error();
+    noteStaleness("secrets.activation_id", *activation_, activationStale_);
+    noteStaleness("secrets.customer_id", *customer_, customerStale_);
     redactor_->add(secrets->activationId);
     redactor_->add(secrets->customerId);
     SpecContext context;
@@ -305,11 +307,28 @@ class ConfigSpecSource final : public DesiredSpecSource {
   }
 
  private:
+  // A secret served from an earlier fetch keeps the sensor running through the outage of its
+  // store, but a rotation would go unnoticed meanwhile: said once when it begins, once when it ends.
+  static void noteStaleness(const char* key, const platform::SecretSource& source, bool& wasStale) {
+    const std::string reason = source.staleReason();
+    if (!reason.empty() && !wasStale) {
+      spdlog::warn(
+          "{} ({}) could not be read anew: {}; the sensor keeps the value read before, and a rotated "
+          "value is picked up once it can be read",
+          key, source.describe(), reason);
+    } else if (reason.empty() && wasStale) {
+      spdlog::info("{} ({}) is read anew again", key, source.describe());
+    }
+    wasStale = !reason.empty();
+  }
+
   const Config& config_;
   std::unique_ptr<platform::SecretSource> activation_;
   std::unique_ptr<platform::SecretSource> customer_;
   std::shared_ptr<SecretRedactor> redactor_;
   platform::PlatformInfo platform_;
+  bool activationStale_ = false;
+  bool customerStale_ = false;
 };
 
 }  // namespace

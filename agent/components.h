@@ -55,7 +55,9 @@ std::unique_ptr<RuntimeConnector> makeInstrumentingConnector(RuntimeConnector& i
 std::unique_ptr<RuntimeConnector> makeLockingConnector(RuntimeConnector& inner, const Config& config,
                                                        std::function<void(const std::string&)> onConflict);
 // The sensor spec from the config and the current secret values (re-read on every call, so a
-// rotated secret changes the spec); registers the values with the redactor.
+// rotated secret changes the spec); registers the values with the redactor. A secret served from an
+// earlier read because its store is down (SecretSource::staleReason) is warned once when that begins
+// and noted once when it ends.
 std::unique_ptr<DesiredSpecSource> makeConfigSpecSource(const Config& config,
                                                         std::unique_ptr<platform::SecretSource> activation,
                                                         std::unique_ptr<platform::SecretSource> customer,

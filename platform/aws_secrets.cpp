@@ -24,13 +24,20 @@ class SecretsManagerSecret final : public SecretSource {
     if (!fetched) {
       if (cached_) {
         nextFetch_ = now + ref_.retryAfterFailure;
+        staleReason_ = fetched.message();
         return select(*cached_);
       }
       return fetched.error();
     }
+    staleReason_.clear();
     cached_ = std::move(fetched.value());
     nextFetch_ = now + ref_.refreshInterval;
     return select(*cached_);
+  }
+
+  std::string staleReason() const override {
+    std::lock_guard lock(mu_);
+    return staleReason_;
   }
 
   std::string describe() const override {
@@ -102,9 +109,10 @@ class SecretsManagerSecret final : public SecretSource {
 
   AwsSecretRef ref_;
   AwsEnvironment aws_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::string region_;
   std::optional<std::string> cached_;
+  std::string staleReason_;  // the last refresh's error while cached_ is served; "" after a success
   SteadyTime nextFetch_{};
 };
 

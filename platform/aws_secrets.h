@@ -5,7 +5,8 @@
 // interval (default 5 minutes): the supervisor calls read() on every reconcile, and a rotated
 // secret is returned after the next refresh, so the sensor is re-created with it. When a refresh
 // fails while a value is cached, the cached value keeps being served (AWS being unreachable must
-// not stop a running sensor) and the fetch is tried again after `retryAfterFailure`.
+// not stop a running sensor), staleReason() says why until a fetch succeeds again, and the fetch is
+// tried again after `retryAfterFailure`.
 // The region comes from the reference, else AWS_REGION / AWS_DEFAULT_REGION, else IMDS; the
 // endpoint from the reference (tests, VPC endpoints), else https://secretsmanager.<region>.amazonaws.com.
 // Errors name the secret id, the key and the keys present — never a value.

@@ -20,6 +20,10 @@ class SecretSource {
   virtual ~SecretSource() = default;
   virtual Result<std::string> read() = 0;
   virtual std::string describe() const = 0;
+  // Why the last read() served a value kept from an earlier fetch, because fetching it anew failed
+  // (the error, never a value); "" when that value was current. Sources that read anew on every
+  // call (a variable, a file) are never stale.
+  virtual std::string staleReason() const { return {}; }
 };
 
 using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;

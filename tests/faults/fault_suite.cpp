@@ -740,6 +740,11 @@ Outcome Suite::secretSourceDown() {
     out.why = "the sensor came back without its IDs in its environment";
     return out;
   }
+  if (tried && agent_) {
+    const bool warned = agent_->process->output().find("could not be read anew") != std::string::npos;
+    out.observations.push_back(warned ? "agent warned that it keeps the IDs of an earlier read"
+                                      : "no warning from the agent about the IDs it keeps");
+  }
   out.recovered = true;
   out.ms = msBetween(t0, *at);
   return out;

@@ -151,13 +151,26 @@ TEST_F(AwsSecretsTest, AnOutageKeepsServingTheCachedValue) {
                                               return handler(r);
                                             }));
   ASSERT_TRUE(source->read().ok());
+  EXPECT_EQ(source->staleReason(), "");
   up = false;
   clock_->advance(6min);
   EXPECT_EQ(source->read().value(), kActivation);
   EXPECT_EQ(fake_->requests.size(), 2u);
+  // Served from the cache, and said so: the error, never the value.
+  EXPECT_NE(source->staleReason().find("cannot connect"), std::string::npos) << source->staleReason();
+  EXPECT_EQ(source->staleReason().find(kActivation), std::string::npos);
   clock_->advance(30s);  // within retryAfterFailure: no new call
   EXPECT_EQ(source->read().value(), kActivation);
   EXPECT_EQ(fake_->requests.size(), 2u);
+  EXPECT_FALSE(source->staleReason().empty());
+
+  // Back: the next fetch (after retryAfterFailure) is current again, a rotation included.
+  up = true;
+  secret = "11111111-2222-3333-4444-555555555555";
+  clock_->advance(31s);
+  EXPECT_EQ(source->read().value(), secret);
+  EXPECT_EQ(fake_->requests.size(), 3u);
+  EXPECT_EQ(source->staleReason(), "");
 }
 
 TEST_F(AwsSecretsTest, JsonKeySelection) {

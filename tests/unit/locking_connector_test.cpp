@@ -4,9 +4,9 @@
 // ContainerdAgentTest.TheNextAgentDeletesTheLeasesAKilledOneLeftThoughItPullsNothing.)
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <memory>
 #include <string>
-#include <unistd.h>
 
 #include "agent/components.h"
 #include "agent/config.h"
